@@ -1,0 +1,5 @@
+import sys
+
+from meltrca.cli import main
+
+sys.exit(main())

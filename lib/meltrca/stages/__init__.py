@@ -1,0 +1,1 @@
+"""Stage bodies behind jobs/*.py: each module has DESCRIPTION, add_arguments, execute(ctx)."""

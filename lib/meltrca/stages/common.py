@@ -1,0 +1,54 @@
+"""Flags and helpers several stages share."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from meltrca.config import DETECTORS
+from meltrca.errors import ConfigError, MeltrcaError
+
+MODEL_ALIASES = {"isolation": "isolation_forest", "iforest": "isolation_forest", "zscore": "zscore", "lstm": "lstm"}
+
+
+class NotImplementedStage(MeltrcaError):
+    """The subcommand exists but its stage is not built yet."""
+
+
+def not_implemented(ctx: Any) -> None:
+    raise NotImplementedStage("not implemented yet")
+
+
+def add_lake_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--lake", required=required, metavar="DIR", help="lake root folder (Delta tables)")
+
+
+def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        metavar="LIST",
+        help="detectors: comma list of isolation,zscore,lstm or 'all' (default: detection.enabled)",
+    )
+    parser.add_argument("--threshold", type=float, metavar="Q", help="ensemble threshold in (0,1] (default 0.95)")
+
+
+def parse_models(text: str | None) -> list[str] | None:
+    """'isolation,zscore' -> ['isolation_forest', 'zscore']; 'all' -> every detector."""
+    if text is None:
+        return None
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return list(DETECTORS)
+    out: list[str] = []
+    for n in names:
+        if n not in MODEL_ALIASES:
+            raise ConfigError(f"--models: unknown detector {n!r} (use isolation, zscore, lstm or all)")
+        if MODEL_ALIASES[n] not in out:
+            out.append(MODEL_ALIASES[n])
+    if not out:
+        raise ConfigError("--models: give at least one detector")
+    return out
+
+
+def detection_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"detection.enabled": parse_models(args.models), "detection.threshold": args.threshold}

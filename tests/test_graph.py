@@ -1,0 +1,57 @@
+"""Graph algorithms on a tiny service graph, with every engine that can run here."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from meltrca.errors import SetupError
+from meltrca.graph import choose_engine, connected_components, reachability
+from meltrca.spark import graphframes_available
+
+
+def engines(spark) -> list[str]:
+    return ["native", "graphframes"] if graphframes_available(spark) else ["native"]
+
+
+@pytest.fixture
+def graph(spark):
+    v = spark.createDataFrame([(x,) for x in ["front", "api", "db", "cache", "batch", "queue", "lonely"]], "id string")
+    e = spark.createDataFrame(
+        [("front", "api"), ("api", "db"), ("api", "cache"), ("batch", "queue")], "src string, dst string"
+    )
+    return v, e
+
+
+def test_connected_components(spark, graph):
+    v, e = graph
+    expected = spark.createDataFrame(
+        [("api", "api"), ("cache", "api"), ("db", "api"), ("front", "api"),
+         ("batch", "batch"), ("queue", "batch"), ("lonely", "lonely")],
+        "id string, component string",
+    )
+    for engine in engines(spark):
+        assertDataFrameEqual(connected_components(v, e, engine=engine), expected)
+
+
+def test_reachability_follows_edge_direction(spark, graph):
+    v, e = graph
+    expected = spark.createDataFrame(
+        [(x, x, 0) for x in ["front", "api", "db", "cache", "batch", "queue", "lonely"]]
+        + [("front", "api", 1), ("front", "db", 2), ("front", "cache", 2), ("api", "db", 1),
+           ("api", "cache", 1), ("batch", "queue", 1)],
+        "src string, dst string, hops int",
+    )
+    for engine in engines(spark):
+        assertDataFrameEqual(reachability(v, e, engine=engine), expected)
+
+
+def test_engine_choice(spark):
+    assert choose_engine(spark, "native") == "native"
+    auto = choose_engine(spark, "auto")
+    if graphframes_available(spark):
+        assert auto == "graphframes"
+    else:
+        assert auto == "native"
+        with pytest.raises(SetupError, match="make setup"):
+            choose_engine(spark, "graphframes")

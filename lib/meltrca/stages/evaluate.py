@@ -3,16 +3,106 @@
 from __future__ import annotations
 
 import argparse
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from meltrca.stages.common import not_implemented
+from meltrca import evaluation
+from meltrca.config import conf_dir
+from meltrca.errors import InputError
+from meltrca.io import read_jsonl
+
+if TYPE_CHECKING:
+    from meltrca.jobrunner import JobContext
 
 DESCRIPTION = "Score results against fault labels: precision/recall/F1, AC@k, Avg@5, metadata validity."
 
+ALL_METRICS = ("accuracy", "precision", "recall", "f1", "ac@k")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", required=True, metavar="DIR", help="results folder of `meltrca run`")
-    p.add_argument("--labels", required=True, metavar="PATH", help="labels.json (or a source mapping's labels)")
-    p.add_argument("--metrics", default="accuracy,precision,recall,f1,ac@k", help="metrics to print")
+    p.add_argument("--results", required=True, metavar="DIR", help="results folder of `meltrca run` (its lake)")
+    p.add_argument(
+        "--labels", required=True, metavar="PATH", help="labels.json, or a source mapping YAML that declares labels"
+    )
+    p.add_argument("--path", metavar="DIR", help="with a mapping as --labels: root folder of the dataset")
+    p.add_argument("--metrics", default=",".join(ALL_METRICS), help="metrics to print (default: all)")
 
 
-execute = not_implemented
+def lake_root(args: argparse.Namespace) -> str:
+    return args.results
+
+
+def load_labels(labels: str, root: str | None = None) -> list[dict[str, Any]]:
+    """labels.json, or the labels a source mapping declares (e.g. Nezha's fault list)."""
+    if labels.endswith((".yaml", ".yml")):
+        from meltrca.ingest import labels_from_mapping
+
+        return labels_from_mapping(labels, root=root)
+    return evaluation.load_labels_file(labels)
+
+
+def _metadata_schema() -> dict[str, Any] | None:
+    path = conf_dir() / "schemas" / "metadata.schema.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def process(ctx: JobContext, *, labels: str, root: str | None = None, metrics: str = ",".join(ALL_METRICS)) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    results = Path(ctx.lake_root or ".")
+    if not results.is_dir():
+        raise InputError(f"results folder not found: {results}")
+    wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in ALL_METRICS]
+    if unknown:
+        raise InputError(f"--metrics: unknown metric(s) {', '.join(unknown)} (use {', '.join(ALL_METRICS)})")
+    with ctx.stage("evaluate") as info:
+        faults = evaluation.parse_faults(load_labels(labels, root))
+        lake = ctx.lake
+        inc_rows = [r.asDict(recursive=True) for r in lake.read("incidents", required=True).collect()]
+        incidents = evaluation.parse_incidents(inc_rows)
+        anomalies = [
+            {"system": r["system"], "service": r["service"], "component": r["component"], "timestamp": r["window_start"]}
+            for r in lake.read("anomalies", required=True)
+            .select("system", "service", "component", "window_start")
+            .toLocalIterator()
+        ]
+        spans = {
+            r["system"]: (r["start"], r["end"])
+            for r in lake.read("features", required=True)
+            .groupBy("system")
+            .agg(F.min("window_start").alias("start"), F.max("window_end").alias("end"))
+            .collect()
+        }
+        meta_path = results / "metadata.jsonl"
+        docs = read_jsonl(meta_path) if meta_path.is_file() else []
+        s = ctx.settings
+        result = evaluation.evaluate(
+            faults,
+            incidents,
+            anomalies,
+            spans,
+            tolerance=timedelta(minutes=s.rca.time_tolerance_minutes),
+            window=_window_delta(s.features.window),
+            metadata_docs=docs,
+            metadata_schema=_metadata_schema(),
+        )
+        result["metrics_requested"] = wanted
+        (results / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
+        info["rows"] = len(faults)
+        ctx.count("faults", len(faults))
+        ctx.count("incidents", len(incidents))
+    print(evaluation.format_table(result))
+    print(f"evaluation: {results / 'evaluation.json'}")
+    return result
+
+
+def _window_delta(text: str) -> timedelta:
+    n, unit = text.split()
+    return timedelta(**{unit.rstrip("s") + "s": int(n)})
+
+
+def execute(ctx: JobContext) -> None:
+    process(ctx, labels=ctx.args.labels, root=ctx.args.path, metrics=ctx.args.metrics)

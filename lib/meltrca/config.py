@@ -77,7 +77,7 @@ NULLABLE: dict[str, type] = {
 }
 
 # Mappings whose keys are free-form (not checked against default.yaml).
-FREEFORM = {"spark.conf", "detection.ensemble.weights"}
+FREEFORM = {"spark.conf", "detection.ensemble.weights", "rca.indicator_kinds"}
 
 ENV_VARS: dict[str, str] = {
     "ANOMALY_THRESHOLD": "detection.threshold",
@@ -125,6 +125,11 @@ def _duration(v: Any) -> str | None:
     return "must look like '1 minute', '30 seconds', '5 minutes' or '1 hour'"
 
 
+def _positive_ints(v: Any) -> str | None:
+    ok = isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
+    return None if ok else "must be a list of integers >= 1"
+
+
 CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "spark.graph_engine": _one_of("auto", "graphframes", "native"),
     "spark.shuffle_partitions": _at_least(1),
@@ -156,10 +161,18 @@ CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "detection.models.lstm.epochs": _at_least(1),
     "detection.models.lstm.batch_size": _at_least(1),
     "detection.models.lstm.patience": _at_least(1),
+    "detection.models.lstm.units": _at_least(1),
+    "detection.models.lstm.threads": _at_least(1),
+    "detection.calibration_windows": _at_least(1),
+    "detection.level_shift_windows": _at_least(2),
+    "detection.severity_blast_radius": _positive_ints,
     "rca.time_tolerance_minutes": _at_least(0),
     "rca.incident_gap_minutes": _at_least(0),
     "rca.change_lookback_minutes": _at_least(0),
     "rca.top_k": _at_least(1),
+    "rca.min_anomalies": _at_least(1),
+    "rca.min_peak_score": _between(0, 1),
+    "rca.precedence_minutes": _between(0, 1440, lo_open=True),
     "explain.writer": _one_of("template", "llm"),
     "explain.llm.timeout_seconds": _between(0, 600, lo_open=True),
     "explain.llm.max_retries": _at_least(0),

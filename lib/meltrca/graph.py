@@ -40,11 +40,13 @@ def _undirected(edges: DataFrame) -> DataFrame:
 def connected_components(vertices: DataFrame, edges: DataFrame, *, engine: str = "auto") -> DataFrame:
     """(id, component): component = the smallest vertex id of the weakly connected component."""
     spark = vertices.sparkSession
-    ids = vertices.select(F.col("id").cast("string").alias("id")).distinct()
+    ids = vertices.select(F.col("id").cast("string").alias("id")).distinct().localCheckpoint()
+    edges = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
+    edges = edges.localCheckpoint()
     if choose_engine(spark, engine) == "graphframes":
         from graphframes import GraphFrame
 
-        g = GraphFrame(ids, edges.select("src", "dst"))
+        g = GraphFrame(ids, edges)
         cc = g.connectedComponents()
         # GraphFrames labels components with a long; map each to its smallest member id.
         smallest = cc.groupBy("component").agg(F.min("id").alias("label"))
@@ -84,8 +86,10 @@ def reachability(vertices: DataFrame, edges: DataFrame, *, engine: str = "auto")
     A vertex reaches itself with 0 hops. Used to ask "is this service downstream of that one?"
     """
     spark = vertices.sparkSession
-    ids = vertices.select(F.col("id").cast("string").alias("id")).distinct()
-    e = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst")).distinct()
+    # Materialised inputs: iterative self-joins over deep lineage trip Spark's attribute resolution.
+    ids = vertices.select(F.col("id").cast("string").alias("id")).distinct().localCheckpoint()
+    e = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
+    e = e.distinct().localCheckpoint()
     if choose_engine(spark, engine) == "graphframes":
         from graphframes import GraphFrame
 

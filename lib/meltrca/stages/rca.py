@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from meltrca.stages.common import add_lake_argument, not_implemented
+from pyspark.sql import functions as F
+
+from meltrca.graph import choose_engine
+from meltrca.rca.incidents import group_incidents, rank_incidents, system_reachability
+from meltrca.rca.ranking import RankingParams
+from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
+from meltrca.stages.common import add_lake_argument
+
+if TYPE_CHECKING:
+    from meltrca.jobrunner import JobContext
 
 DESCRIPTION = "Group anomalies into incidents and rank their root-cause services along the dependency graph."
 
@@ -17,4 +27,40 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.lake
 
 
-execute = not_implemented
+def process(ctx: JobContext) -> None:
+    """service_graph from the window's spans, then incidents from the window's anomalies."""
+    lake, s = ctx.lake, ctx.settings
+    only = ctx.systems or None
+    anomalies = lake.read("anomalies", systems=only, window=ctx.window, required=True)
+    spans = lake.read("spans", systems=only, window=ctx.window)
+    features = lake.read("features", systems=only, window=ctx.window)
+    systems = ctx.systems or sorted(
+        {r[0] for r in anomalies.select("system").union(spans.select("system")).distinct().collect()}
+    )
+    ctx.systems = systems
+    engine = choose_engine(ctx.spark, s.spark.graph_engine)
+    with ctx.stage("graph") as info:
+        graph = build_service_graph(spans, run_id=ctx.run_id)
+        lake.overwrite("service_graph", graph, systems=systems)
+        edges = (
+            lake.read("service_graph", systems=systems)
+            .select("system", "src", "dst")
+            .union(graph_from_edge_features(features))
+            .distinct()
+            .localCheckpoint()
+        )
+        info["rows"] = edges.count()
+    with ctx.stage("rca") as info:
+        tolerance_s = int(s.rca.time_tolerance_minutes * 60)
+        keyed = group_incidents(anomalies, edges, tolerance_s=tolerance_s, engine=engine)
+        reach = system_reachability(edges, engine=engine)
+        changes = anomalies.where(F.col("component") == "event")
+        params = RankingParams.from_settings(s.rca.to_dict())
+        incidents = rank_incidents(keyed, changes, reach, params, ctx.run_id)
+        lake.replace_window("incidents", incidents, systems=systems, window=ctx.window)
+        info["rows"] = lake.read("incidents", systems=systems, window=ctx.window).count()
+        info["extra"] = f"{len(systems)} system(s), graph engine {engine}"
+
+
+def execute(ctx: JobContext) -> None:
+    process(ctx)

@@ -1,0 +1,1 @@
+"""Root-cause analysis: service graph from spans, incidents from linked anomalies, ranking."""

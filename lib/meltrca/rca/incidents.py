@@ -1,0 +1,88 @@
+"""Incidents: link anomalies close in time on the same or neighbouring services, take connected
+components (lib/meltrca/graph.py), then rank each incident's root causes per system."""
+
+from __future__ import annotations
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from meltrca.graph import connected_components, reachability
+from meltrca.rca.ranking import RankingParams, rank_system_incidents
+from meltrca.schemas import INCIDENTS
+
+SEP = "\u001f"  # joins system and service into one graph vertex id
+
+RANK_COLUMNS = [
+    "system", "incident_key", "anomaly_id", "service", "component", "feature", "window_start", "window_end",
+    "value", "expected_low", "expected_high", "ensemble_score", "anomaly_type", "severity",
+]
+
+
+def _vertex(system: str = "system", service: str = "service") -> F.Column:
+    return F.concat_ws(SEP, F.col(system), F.col(service))
+
+
+def neighbours(edges: DataFrame) -> DataFrame:
+    """(system, a, b): services adjacent in the call graph, both directions."""
+    e = edges.select("system", F.col("src").alias("a"), F.col("dst").alias("b"))
+    return e.unionByName(e.select("system", F.col("b").alias("a"), F.col("a").alias("b"))).distinct()
+
+
+def link_anomalies(anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int) -> DataFrame:
+    """(src, dst) pairs of anomaly ids: same system, at most `tolerance_s` apart, same or adjacent service."""
+    a = anomalies.select(
+        "anomaly_id", "system", "service", F.unix_timestamp("window_start").alias("t")
+    ).withColumn("bucket", F.floor(F.col("t") / F.lit(max(tolerance_s, 1))))
+    left = a.select([F.col(c).alias(f"l_{c}") for c in a.columns])
+    right = a.withColumn("bucket", F.explode(F.array(F.col("bucket") - 1, F.col("bucket"), F.col("bucket") + 1)))
+    right = right.select([F.col(c).alias(f"r_{c}") for c in right.columns])
+    pairs = left.join(
+        right,
+        (F.col("l_system") == F.col("r_system"))
+        & (F.col("l_bucket") == F.col("r_bucket"))
+        & (F.col("l_anomaly_id") < F.col("r_anomaly_id"))
+        & (F.abs(F.col("l_t") - F.col("r_t")) <= tolerance_s),
+    )
+    nb = neighbours(edges).select(F.col("system").alias("n_system"), F.col("a").alias("n_a"), F.col("b").alias("n_b"))
+    linked = pairs.join(
+        nb,
+        (F.col("l_system") == F.col("n_system")) & (F.col("l_service") == F.col("n_a")) & (F.col("r_service") == F.col("n_b")),
+        "left",
+    ).where((F.col("l_service") == F.col("r_service")) | F.col("n_a").isNotNull())
+    return linked.select(F.col("l_anomaly_id").alias("src"), F.col("r_anomaly_id").alias("dst")).distinct()
+
+
+def group_incidents(anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int, engine: str) -> DataFrame:
+    """Non-event anomalies with `incident_key` = their connected component (smallest member id)."""
+    signals = anomalies.where(F.col("component") != "event")
+    links = link_anomalies(signals, edges, tolerance_s=tolerance_s)
+    comps = connected_components(signals.select(F.col("anomaly_id").alias("id")), links, engine=engine)
+    return signals.join(comps.select(F.col("id").alias("anomaly_id"), F.col("component").alias("incident_key")), "anomaly_id")
+
+
+def system_reachability(edges: DataFrame, *, engine: str) -> DataFrame:
+    """(system, src, dst, hops) within each system's call graph (callers reach their callees)."""
+    e = edges.select(_vertex("system", "src").alias("src"), _vertex("system", "dst").alias("dst"))
+    # explode, not union: Spark 4.0's constraint propagation fails on a union of two projections here
+    v = e.select(F.explode(F.array("src", "dst")).alias("id")).distinct()
+    r = reachability(v, e, engine=engine)
+    src = F.split(F.col("src"), SEP)
+    dst = F.split(F.col("dst"), SEP)
+    return r.select(src[0].alias("system"), src[1].alias("src"), dst[1].alias("dst"), "hops").where(F.col("hops") > 0)
+
+
+def rank_incidents(keyed: DataFrame, changes: DataFrame, reach: DataFrame, params: RankingParams, run_id: str) -> DataFrame:
+    """Incidents rows (schema INCIDENTS) from keyed anomalies + change events, ranked per system."""
+    rows = keyed.select(RANK_COLUMNS).unionByName(
+        changes.withColumn("incident_key", F.lit(None).cast("string")).select(RANK_COLUMNS)
+    )
+
+    def rank(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+        return rank_system_incidents(left, right, params, run_id)
+
+    return (
+        rows.groupBy("system")
+        .cogroup(reach.groupBy("system"))
+        .applyInPandas(rank, schema=INCIDENTS)
+    )

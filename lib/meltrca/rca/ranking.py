@@ -1,0 +1,256 @@
+"""Root-cause ranking of one system's incidents (pure pandas; Spark calls it per system).
+
+Each candidate service of an incident (a service with anomalies, or a callee whose callers'
+edge stats are anomalous) gets six evidence terms in [0, 1], combined with ``rca.weights``:
+
+- explains:   share of the incident's other anomalous services that call it, directly or
+              transitively (a callee's failure explains its callers' symptoms, not the reverse).
+- deepest:    1 / (1 + troubled services it calls (own anomalies or callers' edge stats about
+              them) that were already troubled when it was; half weight for later ones); the
+              root sits at the bottom of the troubled part of the call graph.
+- precedence: exp(-(onset - incident start) / rca.precedence_minutes); who started first.
+- intrinsic:  best score among its *own* trouble (cpu, memory, pool, gc, threads, new error
+              templates, ...: ``rca.intrinsic_kinds``) as opposed to symptoms it may inherit
+              (latency, error ratios, traffic).
+- change:     a deploy / config change / restart / scale on it from ``rca.change_lookback_minutes``
+              before the incident until its end (1 for deploy/config, 0.6 for restart/scale).
+- strength:   mean of its three strongest anomaly scores (half weight when it is only seen
+              through its callers' edge stats).
+
+Score = weighted mean of the terms. Ties break on onset, then name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from meltrca.indicators import IndicatorKinds, parse_edge_feature
+
+SEVERITIES = ("low", "medium", "high", "critical")
+STRONG_CHANGES = ("deploy", "config_change")
+TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength")
+
+
+@dataclass(frozen=True)
+class RankingParams:
+    """Plain values only: captured by the Spark UDF closure."""
+
+    weights: Mapping[str, float]
+    kinds: Mapping[str, Sequence[str]]
+    intrinsic_kinds: Sequence[str]
+    change_lookback_s: float = 1800.0
+    precedence_s: float = 120.0
+    slack_s: float = 60.0
+    min_anomalies: int = 2
+    min_peak_score: float = 0.995
+    top_k: int = 5
+
+    @classmethod
+    def from_settings(cls, rca: Mapping[str, Any]) -> RankingParams:
+        return cls(
+            weights={k: float(v) for k, v in dict(rca["weights"]).items()},
+            kinds={k: list(v) for k, v in dict(rca["indicator_kinds"]).items()},
+            intrinsic_kinds=list(rca["intrinsic_kinds"]),
+            change_lookback_s=float(rca["change_lookback_minutes"]) * 60,
+            precedence_s=float(rca["precedence_minutes"]) * 60,
+            slack_s=float(rca["time_tolerance_minutes"]) * 60 / 3,
+            min_anomalies=int(rca["min_anomalies"]),
+            min_peak_score=float(rca["min_peak_score"]),
+            top_k=int(rca["top_k"]),
+        )
+
+
+@dataclass
+class Candidate:
+    service: str
+    own: list[Mapping[str, Any]] = field(default_factory=list)  # its own anomaly rows
+    seen_by_callers: list[Mapping[str, Any]] = field(default_factory=list)  # callers' edge rows about it
+    changes: list[Mapping[str, Any]] = field(default_factory=list)
+    terms: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+
+    @property
+    def onset(self) -> datetime:
+        rows = self.own or self.seen_by_callers
+        return min(r["window_start"] for r in rows)
+
+
+def incident_id(system: str, start: datetime, first_service: str) -> str:
+    key = f"{system}|{start.strftime('%Y-%m-%dT%H:%M:%SZ')}|{first_service}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "?"
+    return f"{x:.3g}"
+
+
+def _severity(rows: Sequence[Mapping[str, Any]], services: int) -> str:
+    worst = max((SEVERITIES.index(r["severity"]) for r in rows if r.get("severity") in SEVERITIES), default=0)
+    if services >= 3:
+        worst = min(worst + 1, len(SEVERITIES) - 1)
+    return SEVERITIES[worst]
+
+
+class IncidentRanker:
+    """Ranks candidates of incidents of one system, given its reachability pairs."""
+
+    def __init__(self, params: RankingParams, reach: set[tuple[str, str]]) -> None:
+        self.p = params
+        self.reach = reach  # (caller, callee) pairs, transitively, caller != callee
+        self.kinds = IndicatorKinds.from_config(params.kinds, params.intrinsic_kinds)
+
+    def admitted(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        return len(rows) >= self.p.min_anomalies or max(r["ensemble_score"] for r in rows) >= self.p.min_peak_score
+
+    def candidates(self, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> list[Candidate]:
+        cands: dict[str, Candidate] = {}
+        for r in rows:
+            cands.setdefault(r["service"], Candidate(r["service"])).own.append(r)
+            edge = parse_edge_feature(r["feature"])
+            if edge and edge[0] != r["service"]:
+                cands.setdefault(edge[0], Candidate(edge[0])).seen_by_callers.append(r)
+        for ch in changes:
+            if ch["service"] in cands:
+                cands[ch["service"]].changes.append(ch)
+        return list(cands.values())
+
+    def score(self, cands: list[Candidate], start: datetime) -> None:
+        w = self.p.weights
+        anomalous = {c.service: c for c in cands if c.own}
+        for c in cands:
+            others = [s for s in anomalous if s != c.service]
+            callers = [s for s in others if (s, c.service) in self.reach]
+            onset = c.onset
+            # Callees in trouble (their own anomalies, or callers' edge stats about them) that
+            # were already in trouble when this one started explain it away.
+            blocking = [
+                1.0 if (d.onset - onset).total_seconds() <= self.p.slack_s else 0.5
+                for d in cands
+                if d is not c and (c.service, d.service) in self.reach
+            ]
+            intrinsic = [r["ensemble_score"] for r in c.own if self.kinds.is_intrinsic(r["component"], r["feature"])]
+            scores = sorted((r["ensemble_score"] for r in c.own), reverse=True)
+            if not scores:
+                scores = [0.5 * r["ensemble_score"] for r in sorted(c.seen_by_callers, key=lambda r: -r["ensemble_score"])]
+            change = max((1.0 if ch["feature"].removesuffix("_count") in STRONG_CHANGES else 0.6 for ch in c.changes), default=0.0)
+            c.terms = {
+                "explains": len(callers) / len(others) if others else 0.0,
+                "deepest": 1.0 / (1.0 + sum(blocking)),
+                "precedence": math.exp(-max(0.0, (onset - start).total_seconds()) / self.p.precedence_s),
+                "intrinsic": max(intrinsic, default=0.0),
+                "change": change,
+                "strength": sum(scores[:3]) / min(3, len(scores)) if scores else 0.0,
+            }
+            total_w = sum(w.get(t, 0.0) for t in TERMS) or 1.0
+            c.score = sum(w.get(t, 0.0) * c.terms[t] for t in TERMS) / total_w
+        cands.sort(key=lambda c: (-c.score, c.onset, c.service))
+
+    def indicator(self, c: Candidate) -> Mapping[str, Any]:
+        """The row that best shows the candidate's trouble: own intrinsic, else own, else callers' view."""
+        intrinsic = [r for r in c.own if self.kinds.is_intrinsic(r["component"], r["feature"])]
+        pool = intrinsic or c.own or c.seen_by_callers
+        return max(pool, key=lambda r: (r["ensemble_score"], -r["window_start"].timestamp()))
+
+    def evidence(self, c: Candidate, first: Candidate, n_anomalous: int) -> str:
+        r = self.indicator(c)
+        parts = [
+            f"{r['service']} {r['feature']} = {_fmt(r.get('value'))} vs normal {_fmt(r.get('expected_low'))}"
+            f"–{_fmt(r.get('expected_high'))} at {r['window_start']:%H:%M}"
+        ]
+        lag = (c.onset - first.onset).total_seconds()
+        parts.append("first anomalous service" if lag <= 0 else f"anomalous {lag / 60:.0f} min after {first.service}")
+        others = max(n_anomalous - (1 if c.own else 0), 0)
+        if others:
+            parts.append(f"{round(c.terms['explains'] * others)} of {others} other anomalous services call it")
+        if c.terms["deepest"] >= 1.0:
+            parts.append("none of its callees is anomalous")
+        if not c.own:
+            parts.append("seen only through its callers' calls to it")
+        for ch in sorted(c.changes, key=lambda x: x["window_start"])[:2]:
+            mins = (first.onset - ch["window_start"]).total_seconds() / 60
+            when = f"{mins:.0f} min before the incident" if mins > 0 else "during the incident"
+            parts.append(f"{ch['feature'].removesuffix('_count')} at {ch['window_start']:%H:%M} ({when})")
+        return "; ".join(parts)
+
+    def causal_chain(self, root: Candidate, cands: Sequence[Candidate]) -> list[dict[str, Any]]:
+        """Root first, then anomalous services that (transitively) call it, by onset."""
+        ups = [c for c in cands if c.own and c is not root and (c.service, root.service) in self.reach]
+        ups.sort(key=lambda c: (c.onset, c.service))
+        return [
+            {"service": c.service, "onset": c.onset.to_pydatetime() if hasattr(c.onset, "to_pydatetime") else c.onset,
+             "lag_seconds": float((c.onset - root.onset).total_seconds())}
+            for c in [root, *ups]
+        ]
+
+    def incident(self, system: str, rows: list[Mapping[str, Any]], changes: list[Mapping[str, Any]], run_id: str) -> dict[str, Any] | None:
+        if not rows or not self.admitted(rows):
+            return None
+        start = min(r["window_start"] for r in rows)
+        end = max(r["window_end"] for r in rows)
+        lo = start - pd.Timedelta(seconds=self.p.change_lookback_s)
+        near = [ch for ch in changes if lo <= ch["window_start"] <= end]
+        cands = self.candidates(rows, near)
+        self.score(cands, start)
+        first = min((c for c in cands if c.own), key=lambda c: (c.onset, c.service))
+        n_anomalous = sum(1 for c in cands if c.own)
+        root_causes = [
+            {
+                "service": c.service,
+                "score": round(float(c.score), 4),
+                "rank": i + 1,
+                "indicator": self.indicator(c)["feature"],
+                "evidence": self.evidence(c, first, n_anomalous),
+            }
+            for i, c in enumerate(cands[: self.p.top_k])
+        ]
+        services = sorted({r["service"] for r in rows})
+        ids = sorted({r["anomaly_id"] for r in rows} | {ch["anomaly_id"] for ch in near if ch["service"] in services})
+        return {
+            "system": system,
+            "incident_id": incident_id(system, start, first.service),
+            "start": start,
+            "end": end,
+            "services": services,
+            "anomaly_ids": ids,
+            "root_causes": root_causes,
+            "causal_chain": self.causal_chain(cands[0], cands),
+            "severity": _severity(rows, len(services)),
+            "explanation": None,
+            "explanation_writer": None,
+            "run_id": run_id,
+            "date": start.date(),
+        }
+
+
+INCIDENT_COLUMNS = [
+    "system", "incident_id", "start", "end", "services", "anomaly_ids", "root_causes", "causal_chain",
+    "severity", "explanation", "explanation_writer", "run_id", "date",
+]
+
+
+def rank_system_incidents(
+    anomalies: pd.DataFrame, reach: pd.DataFrame, params: RankingParams, run_id: str
+) -> pd.DataFrame:
+    """All incidents of one system. `anomalies` carries `incident_key` (null for change events)."""
+    if anomalies.empty:
+        return pd.DataFrame(columns=INCIDENT_COLUMNS)
+    system = str(anomalies["system"].iloc[0])
+    pairs = {(s, d) for s, d in zip(reach.get("src", []), reach.get("dst", []), strict=False) if s != d}
+    ranker = IncidentRanker(params, pairs)
+    is_change = anomalies["component"] == "event"
+    changes = anomalies[is_change].to_dict("records")
+    out = []
+    for _, grp in anomalies[~is_change & anomalies["incident_key"].notna()].groupby("incident_key", sort=True):
+        inc = ranker.incident(system, grp.to_dict("records"), changes, run_id)
+        if inc is not None:
+            out.append(inc)
+    return pd.DataFrame(out, columns=INCIDENT_COLUMNS)

@@ -1,0 +1,174 @@
+"""Root-cause analysis on small hand-built graphs: ranking (pandas) and the rca stage (Spark)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from meltrca.jobrunner import JobContext
+from meltrca.rca.ranking import RankingParams, rank_system_incidents
+from meltrca.schemas import ANOMALIES, SPANS
+from meltrca.stages import rca as rca_stage
+from meltrca.timewindow import TimeWindow
+
+T0 = datetime(2024, 9, 26, 10, 0)
+
+
+def anomaly(service, feature, minute, score=0.99, component="metric", system="shop", value=10.0, severity="medium"):
+    ws = T0 + timedelta(minutes=minute)
+    key = f"{system}|{service}|{component}|{feature}|{ws:%Y-%m-%dT%H:%M:%SZ}"
+    return {
+        "anomaly_id": hashlib.sha1(key.encode()).hexdigest()[:16], "system": system, "service": service,
+        "component": component, "feature": feature, "window_start": ws, "window_end": ws + timedelta(minutes=1),
+        "value": value, "expected_low": 1.0, "expected_high": 2.0, "detector_scores": {"zscore": score},
+        "ensemble_score": score, "anomaly_type": "spike", "severity": severity, "confidence": 0.9,
+        "cold_start": False, "run_id": "r0", "date": ws.date(),
+    }
+
+
+def params(settings) -> RankingParams:
+    return RankingParams.from_settings(settings.rca.to_dict())
+
+
+# front -> api -> db, api -> cache ; front -> auth
+EDGES = [("front", "api"), ("api", "db"), ("api", "cache"), ("front", "auth")]
+
+
+def reach_pdf(edges=EDGES) -> pd.DataFrame:
+    pairs = set(edges)
+    changed = True
+    while changed:
+        new = {(a, d) for a, b in pairs for c, d in pairs if b == c} - pairs
+        pairs |= new
+        changed = bool(new)
+    return pd.DataFrame(sorted(pairs), columns=["src", "dst"])
+
+
+def rank(rows, settings, key="k1"):
+    pdf = pd.DataFrame(rows)
+    pdf["incident_key"] = [None if r["component"] == "event" else key for r in rows]
+    return rank_system_incidents(pdf, reach_pdf(), params(settings), "run-1")
+
+
+def test_callee_fault_with_louder_caller_symptoms_ranks_callee_first(settings):
+    rows = [
+        anomaly("db", "cpu_usage_mean", 0, 0.97),
+        anomaly("db", "latency_p95_ms", 1, 0.96, component="trace"),
+        # Callers light up louder and more often, a minute later: inherited symptoms.
+        *[anomaly("api", f, m, 0.999, component="trace") for f in ("latency_p95_ms", "error_ratio") for m in (1, 2, 3)],
+        anomaly("api", "edge:db:latency_p95_ms", 1, 0.999, component="trace"),
+        *[anomaly("front", "latency_p95_ms", m, 0.999, component="trace") for m in (2, 3, 4)],
+    ]
+    inc = rank(rows, settings)
+    assert len(inc) == 1
+    causes = inc.iloc[0]["root_causes"]
+    assert [c["service"] for c in causes] == ["db", "api", "front"]
+    assert [c["rank"] for c in causes] == [1, 2, 3]
+    assert causes[0]["indicator"] == "cpu_usage_mean"
+    assert "first anomalous service" in causes[0]["evidence"] and "2 of 2 other anomalous services call it" in causes[0]["evidence"]
+    chain = inc.iloc[0]["causal_chain"]
+    assert [(c["service"], c["lag_seconds"]) for c in chain] == [("db", 0.0), ("api", 60.0), ("front", 120.0)]
+    assert inc.iloc[0]["services"] == ["api", "db", "front"]
+    assert inc.iloc[0]["severity"] == "high"  # medium raised by a blast radius of 3 services
+
+
+def test_deploy_shortly_before_errors_raises_that_service(settings):
+    # api and cache both show errors at the same minute; only cache was deployed 5 minutes before.
+    base = [
+        anomaly("api", "error_ratio", 0, 0.98, component="trace"),
+        anomaly("cache", "error_ratio", 0, 0.98, component="trace"),
+        anomaly("front", "error_ratio", 1, 0.98, component="trace"),
+    ]
+    without = rank(base, settings).iloc[0]["root_causes"]
+    deploy = anomaly("cache", "deploy_count", -5, 1.0, component="event")
+    ranked = rank([*base, deploy], settings).iloc[0]
+    with_deploy = ranked["root_causes"]
+    assert with_deploy[0]["service"] == "cache"
+    assert with_deploy[0]["score"] > next(c["score"] for c in without if c["service"] == "cache")
+    assert "deploy at 09:55 (5 min before the incident)" in with_deploy[0]["evidence"]
+    assert deploy["anomaly_id"] in ranked["anomaly_ids"]
+
+
+def test_single_weak_blip_is_not_an_incident(settings):
+    assert rank([anomaly("auth", "cpu_usage_mean", 0, 0.96)], settings).empty
+    strong = rank([anomaly("auth", "cpu_usage_mean", 0, 0.999)], settings)
+    assert strong.iloc[0]["root_causes"][0]["service"] == "auth"
+
+
+def test_callee_seen_only_through_callers(settings):
+    # db emits nothing (it is down); api's calls to it fail.
+    rows = [
+        anomaly("api", "edge:db:error_ratio", 0, 0.999, component="trace"),
+        anomaly("api", "error_ratio", 0, 0.99, component="trace"),
+        anomaly("front", "error_ratio", 1, 0.99, component="trace"),
+    ]
+    causes = rank(rows, settings).iloc[0]["root_causes"]
+    assert causes[0]["service"] == "db"
+    assert causes[0]["indicator"] == "edge:db:error_ratio"
+    assert "seen only through its callers' calls to it" in causes[0]["evidence"]
+
+
+def span_rows(system, pairs, minute):
+    rows = []
+    for i, (caller, callee) in enumerate(pairs):
+        start = T0 + timedelta(minutes=minute, seconds=i)
+        for tag, svc, parent in (("p", caller, None), ("c", callee, f"{i}p")):
+            rows.append((system, f"t{minute}-{i}", f"{i}{tag}", parent, svc, "op", start,
+                         start + timedelta(milliseconds=5), 5.0, "ok", "server", {}, start.date()))
+    return rows
+
+
+def test_rca_stage_two_simultaneous_independent_faults_make_two_incidents(spark, lake, settings):
+    spans = spark.createDataFrame(span_rows("shop", EDGES, 0) + span_rows("shop", EDGES, 30), SPANS)
+    lake.replace_window("spans", spans, systems=["shop"], window=None)
+    rows = [
+        # fault 1: db cpu, api and front inherit
+        anomaly("db", "cpu_usage_mean", 10, 0.99), anomaly("db", "cpu_usage_mean", 11, 0.99),
+        anomaly("api", "latency_p95_ms", 11, 0.99, component="trace"),
+        # fault 2 at the same time on auth (only front calls it; front is not anomalous)
+        anomaly("auth", "memory_usage_mean", 10, 0.99), anomaly("auth", "memory_usage_mean", 12, 0.99),
+        # a deploy elsewhere an hour earlier: a distractor
+        anomaly("cache", "deploy_count", -50, 1.0, component="event"),
+        # another system, same services, never mixed in
+        anomaly("db", "cpu_usage_mean", 10, 0.999, system="bank"),
+    ]
+    lake.replace_window("anomalies", spark.createDataFrame([tuple(r[f.name] for f in ANOMALIES) for r in rows], ANOMALIES),
+                        systems=["shop", "bank"], window=None)
+    ctx = JobContext(job="rca", args=argparse.Namespace(lake=lake.root), settings=settings, run_id="rca-1",
+                     window=TimeWindow(), lake_root=lake.root, _spark=spark)
+    rca_stage.process(ctx)
+
+    inc = lake.read("incidents").orderBy("system", "start", "incident_id")
+    got = [(r["system"], [c["service"] for c in r["root_causes"]], r["services"], r["start"]) for r in inc.collect()]
+    assert sorted(got) == sorted([
+        ("bank", ["db"], ["db"], T0 + timedelta(minutes=10)),
+        ("shop", ["db", "api"], ["api", "db"], T0 + timedelta(minutes=10)),
+        ("shop", ["auth"], ["auth"], T0 + timedelta(minutes=10)),
+    ])
+    graph = lake.read("service_graph").where(F.col("system") == "shop").select("src", "dst", "calls").orderBy("src", "dst")
+    assert [tuple(r) for r in graph.collect()] == sorted((a, b, 2) for a, b in EDGES)
+    # A rerun over the same window replaces the incidents: same ids, no duplicates.
+    ids = sorted(r["incident_id"] for r in inc.collect())
+    rca_stage.process(ctx)
+    assert sorted(r["incident_id"] for r in lake.read("incidents").collect()) == ids
+
+
+@pytest.mark.parametrize("feature,kind", [
+    ("cpu_usage_mean", "cpu"), ("CpuUsageRate(%)_mean", "cpu"), ("conn_pool_usage_max", "connection_pool"),
+    ("memory_usage_p95", "memory"), ("latency_p95_ms", "latency"), ("error_rate_mean", "errors"),
+    ("PodSuccessRate(%)_mean", "errors"), ("request_rate_mean", "traffic"), ("edge:db:latency_p95_ms", "latency"),
+])
+def test_indicator_kinds(settings, feature, kind):
+    from meltrca.indicators import IndicatorKinds
+
+    k = IndicatorKinds.from_config(settings.rca.indicator_kinds.to_dict(), settings.rca.intrinsic_kinds)
+    assert k.kind("metric", feature) == kind
+    assert k.kind("log", "template_ab12_count") == "log_pattern"
+    assert k.kind("log", "ERROR_count") == "log_errors"
+    assert k.kind("event", "deploy_count") == "change"
+    assert not k.is_intrinsic("trace", "edge:db:cpu_usage")

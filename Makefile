@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 DEMO   ?= demo
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jars test test-slow test-all lint demo bench clean
+.PHONY: help setup venv jars browser test test-slow test-all lint demo bench clean
 
 help:
 	@echo "make setup      venv with pinned deps + JVM jars (Delta, GraphFrames) in .jars/"
@@ -16,7 +16,7 @@ help:
 	@echo "make test-slow  setup, slow cases (standalone cluster, crash/rerun, accuracy)"
 	@echo "make bench      scale benchmark (writes bench/benchmark.json)"
 
-setup: venv jars
+setup: venv jars browser
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py
@@ -35,6 +35,13 @@ $(JARS)/.resolved: conf/jars/pom.xml
 	  && echo "jars: Delta and GraphFrames in $(JARS)" \
 	  || echo "jars: Delta in $(JARS); GraphFrames jar not found in the Maven repository (graph engine: native)"
 	touch $@
+
+# Headless Chromium from the Debian packages, driven by playwright in the report's browser test.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+	@test -x /usr/bin/chromium && echo "browser: $$(/usr/bin/chromium --version 2>/dev/null)"
 
 lint: venv
 	$(BIN)/ruff check lib jobs tests

@@ -58,6 +58,8 @@ DEV = [
     "nbformat==5.11.1",
     "ipykernel>=6.29",
     "venv-pack==0.2.0",
+    # drives Debian's /usr/bin/chromium (make browser) in the report test; no browser download
+    "playwright==1.65.2",
 ]
 
 setup(

@@ -64,6 +64,11 @@ def _jar_conf(settings: Settings) -> dict[str, str]:
     raise SetupError(f"Delta jar not found in {jars_dir(settings)}: {SETUP_HINT}")
 
 
+def launched_by_spark_submit() -> bool:
+    """True when this Python process was started by spark-submit (its JVM is already running)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def _log4j_conf(verbose: bool) -> str | None:
     name = "log4j2-verbose.properties" if verbose else "log4j2.properties"
     path = conf_dir() / name
@@ -83,7 +88,6 @@ def session_conf(
     checkpoint = sp.checkpoint_dir or os.path.join(tempfile.gettempdir(), "meltrca-checkpoints")
     conf: dict[str, str] = {
         "spark.app.name": app_name or sp.app_name,
-        "spark.master": master or sp.master,
         "spark.sql.extensions": DELTA_CLASS,
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(sp.shuffle_partitions),
@@ -98,6 +102,9 @@ def session_conf(
         # nothing for these jobs.
         "spark.sql.constraintPropagation.enabled": "false",
     }
+    # Under spark-submit the master comes from its --master; the config's is a default for direct runs.
+    if master or not launched_by_spark_submit():
+        conf["spark.master"] = master or sp.master
     java_opts = "-Duser.timezone=UTC"
     log4j = _log4j_conf(verbose)
     if log4j:

@@ -227,3 +227,44 @@ def iter_column(df: DataFrame, column: str) -> Iterator[Any]:
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+# ---- model artifacts (files beside the tables; written by executors) --------------------------
+
+
+def _artifact_fs(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path) for a local path or a URI pyarrow understands (hdfs://, s3://, gs://)."""
+    from pyarrow import fs
+
+    if "://" not in uri or uri.startswith("file://"):
+        return fs.LocalFileSystem(), os.path.abspath(uri.removeprefix("file://"))
+    return fs.FileSystem.from_uri(uri.replace("s3a://", "s3://", 1))
+
+
+def write_artifact(uri: str, data: bytes) -> None:
+    """Write one file atomically (temp name + move), creating folders: reruns just replace it."""
+    filesystem, path = _artifact_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    filesystem.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.tmp-{os.getpid()}"
+    with filesystem.open_output_stream(tmp) as fh:
+        fh.write(data)
+    filesystem.move(tmp, path)
+
+
+def read_artifact(uri: str) -> bytes:
+    filesystem, path = _artifact_fs(uri)
+    try:
+        with filesystem.open_input_stream(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise InputError(f"model file not found: {uri}") from None
+
+
+def list_artifacts(uri: str) -> list[str]:
+    """Names of the files directly inside a folder (empty when it does not exist)."""
+    from pyarrow import fs
+
+    filesystem, path = _artifact_fs(uri)
+    infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == fs.FileType.File and not i.base_name.startswith("."))

@@ -134,6 +134,8 @@ MODELS = StructType([
     _f("system", STR, False), _f("service", STR, False), _f("detector", STR, False),
     _f("series", STR), _f("version", STR, False), _f("path", STR, False), _f("format", STR),
     _f("fitted_at", TS), _f("baseline_start", TS), _f("baseline_end", TS), _f("run_id", STR),
+    # detection: baseline windows the model learned from; True when too few (z-score only)
+    _f("baseline_windows", LONG), _f("cold_start", BooleanType()),
 ])
 
 

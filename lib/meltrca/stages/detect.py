@@ -1,21 +1,57 @@
-"""`meltrca detect`: per-series detectors and their ensemble -> gold `anomalies`."""
+"""`meltrca detect`: per-service detectors and their ensemble -> gold `anomalies` (+ saved models).
+
+Modes (the input window is --start/--end; unbounded = everything in the lake):
+- default: fit each service on the first detection.baseline_fraction of its history in the window,
+  save the models (version = run id), then score every window of the input with them;
+- --fit: the whole input window is the baseline; fit and save, write no anomalies (pick a known
+  good period with --start/--end);
+- --score-only: load the newest saved model of each detector per service and score the window,
+  never refitting (the LSTM reads sequence_length-1 windows before --start as context). A
+  service with no saved model is scored cold-start (z-score on its own first windows).
+Reruns over the same window replace that window's anomalies.
+"""
 
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from typing import Any
 
-from meltrca.stages.common import add_detection_arguments, add_lake_argument, detection_overrides, not_implemented
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from meltrca.detection import (
+    anomaly_rows,
+    change_events,
+    detection_plan,
+    fit_models,
+    model_index,
+    score_features,
+    store_root_of,
+    with_severity,
+)
+from meltrca.errors import InputError
+from meltrca.jobrunner import JobContext
+from meltrca.logs import get_logger
+from meltrca.schemas import MODELS
+from meltrca.stages.common import add_detection_arguments, add_lake_argument, detection_overrides
+from meltrca.timewindow import utcnow
 
 DESCRIPTION = "Fit and score anomaly detectors (z-score, Isolation Forest, LSTM autoencoder) per service."
+MODES = ("fit_score", "fit", "score")
+
+log = get_logger("detect")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lake_argument(p)
     add_detection_arguments(p)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fit", action="store_true", help="fit models on the baseline and save them, then score")
-    mode.add_argument("--score-only", action="store_true", help="score with the saved models, never refit")
+    mode.add_argument(
+        "--fit", action="store_true",
+        help="fit on the whole input window (--start/--end = the baseline) and save the models; no scoring",
+    )
+    mode.add_argument("--score-only", action="store_true", help="score with the newest saved models, never refit")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -26,4 +62,78 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.lake
 
 
-execute = not_implemented
+def _window_seconds(features: DataFrame) -> int:
+    width = features.select(
+        F.max(F.unix_timestamp("window_end") - F.unix_timestamp("window_start")).alias("w")
+    ).first()
+    if width is None or width["w"] is None:
+        raise InputError("the features table has no rows in the input window (run `meltrca features` first)")
+    return max(int(width["w"]), 1)
+
+
+def _systems(ctx: JobContext, features: DataFrame) -> list[str]:
+    if ctx.systems:
+        return list(ctx.systems)
+    return sorted(r[0] for r in features.select("system").distinct().collect())
+
+
+def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
+    """Fit and/or score the features of ctx.window for ctx.systems; write models and anomalies."""
+    if mode not in MODES:
+        raise ValueError(f"detect mode must be one of {MODES}, got {mode!r}")
+    lake = ctx.lake
+    settings = ctx.settings
+    systems_filter = ctx.systems or None
+    features = lake.read("features", systems=systems_filter, window=ctx.window, required=True)
+    window_seconds = _window_seconds(features)
+    systems = _systems(ctx, features)
+    ctx.systems = systems
+    plan = detection_plan(settings, window_seconds=window_seconds)
+    store_root = store_root_of(lake.root)
+    log.info("detect %s over %s for %s with %s", mode, ctx.window, ", ".join(systems), ", ".join(plan["enabled"]))
+
+    if mode in ("fit_score", "fit"):
+        with ctx.stage("fit") as info:
+            fraction = plan["baseline_fraction"] if mode == "fit_score" else None
+            fitted = fit_models(
+                features, plan=plan, store_root=store_root, version=ctx.run_id, fitted_at=utcnow(), fraction=fraction
+            ).collect()  # one small row per (service, detector); fitting runs exactly once
+            models = ctx.spark.createDataFrame(fitted, MODELS)
+            lake.merge("models", models)
+            info["rows"] = len(fitted)
+            info["extra"] = f"{len({(r['system'], r['service']) for r in fitted})} services"
+        ctx.count("models", len(fitted))
+        if mode == "fit":
+            return
+        index = model_index(models, plan["enabled"])
+        score_input, emit_from = features, None
+    else:
+        index = model_index(lake.read("models", systems=systems, required=True), plan["enabled"])
+        lookback = timedelta(seconds=window_seconds * max(plan["lstm"]["sequence_length"] - 1, 0))
+        score_input = lake.read("features", systems=systems, window=ctx.window.widened(lookback))
+        emit_from = ctx.window.start
+        missing = sorted(set(plan["enabled"]) - {d for e in index.values() for d in e["paths"]})
+        if missing:
+            log.warning("no saved %s model: scoring without it (run detect --fit first)", ", ".join(missing))
+
+    with ctx.stage("score") as info:
+        candidates = score_features(score_input, plan=plan, index=index, emit_from=emit_from, emit_to=ctx.window.end)
+        scored = with_severity(
+            candidates, threshold=plan["threshold"], blast_steps=list(settings.detection.severity_blast_radius)
+        ).persist()
+        try:
+            n_signals = scored.count()
+            rows = anomaly_rows(scored, change_events(features), window_seconds=window_seconds, run_id=ctx.run_id)
+            lake.replace_window("anomalies", rows, systems=systems, window=ctx.window)
+        finally:
+            scored.unpersist()
+        n_events = lake.read("anomalies", systems=systems, window=ctx.window).where("component = 'event'").count()
+        info["rows"] = n_signals + n_events
+        info["extra"] = f"{n_signals} signal + {n_events} change-event anomalies"
+    ctx.count("anomalies", n_signals + n_events)
+    ctx.count("anomalies_signal", n_signals)
+
+
+def execute(ctx: JobContext) -> None:
+    mode = "fit" if ctx.args.fit else "score" if ctx.args.score_only else "fit_score"
+    process(ctx, mode=mode)

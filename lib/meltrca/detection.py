@@ -1,0 +1,243 @@
+"""Spark side of detection: per-service fit and score through applyInPandas, model store, anomaly rows.
+
+Work is grouped by (system, service): one pandas group holds one service's whole feature history,
+so the multivariate detectors (Isolation Forest, LSTM) see its window x feature matrix and the
+z-score sees every feature; there is never a group per window. The UDFs capture only plain
+values (the detection plan dict, folder and version strings, a path index) and call the pure
+code in meltrca.detectors.
+
+Models are files under ``<lake>/model_store/<system>/<service>/<detector>/<version>/`` (JSON,
+skops, .keras — see detectors/store.py), written by the executor that fitted them, and indexed
+in the ``models`` table (version = run id). They sit beside the Delta tables, not inside one,
+so table maintenance (VACUUM) never touches them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType, TimestampType
+
+from meltrca.config import Settings
+from meltrca.detectors.classify import severity_labels
+from meltrca.detectors.service import (
+    DETECTOR_ORDER,
+    FittedService,
+    baseline_mask,
+    fit_service,
+    score_service,
+    series_seed,
+    to_matrix,
+)
+from meltrca.detectors.store import FORMATS, dump_detector, load_detector
+from meltrca.io import list_artifacts, read_artifact, write_artifact
+from meltrca.schemas import MODELS
+
+EVENT = "event"
+MODEL_STORE = "model_store"
+
+CANDIDATES = StructType([
+    StructField("system", StringType(), False), StructField("service", StringType(), False),
+    StructField("window_start", TimestampType(), False), StructField("component", StringType(), False),
+    StructField("feature", StringType(), False), StructField("value", DoubleType()),
+    StructField("expected_low", DoubleType()), StructField("expected_high", DoubleType()),
+    *[StructField(d, DoubleType()) for d in DETECTOR_ORDER],
+    StructField("ensemble_score", DoubleType()), StructField("anomaly_type", StringType()),
+    StructField("confidence", DoubleType()), StructField("cold_start", BooleanType()),
+])
+
+
+def detection_plan(settings: Settings, *, window_seconds: int) -> dict[str, Any]:
+    """The plain-dict plan the executors run (nothing unpicklable, no secrets)."""
+    d = settings.detection
+    m = d.models
+    return {
+        "enabled": list(d.enabled),
+        "threshold": float(d.threshold),
+        "block": int(d.calibration_windows),
+        "min_history": int(d.min_history),
+        "baseline_fraction": float(d.baseline_fraction),
+        "level_shift_windows": int(d.level_shift_windows),
+        "weights": {k: float(v) for k, v in d.ensemble.weights.items()},
+        "window_seconds": int(window_seconds),
+        "zscore": {"threshold": float(m.zscore.threshold), "rolling_window": int(m.zscore.rolling_window)},
+        "isolation_forest": {
+            "contamination": float(m.isolation_forest.contamination),
+            "n_estimators": int(m.isolation_forest.n_estimators),
+        },
+        "lstm": {k: int(m.lstm[k]) for k in ("sequence_length", "epochs", "batch_size", "patience", "units", "threads")},
+    }
+
+
+def model_dir(store_root: str, system: str, service: str, detector: str, version: str) -> str:
+    """Folder of one saved model; names are URL-quoted so any service name is a safe path part."""
+    parts = [quote(p, safe="-_.") for p in (system, service, detector, version)]
+    return "/".join([store_root.rstrip("/"), *parts])
+
+
+def store_root_of(lake_root: str) -> str:
+    root = lake_root if "://" in lake_root else os.path.abspath(lake_root)
+    return f"{root.rstrip('/')}/{MODEL_STORE}"
+
+
+def signal_rows(features: DataFrame) -> DataFrame:
+    """The non-event feature rows detectors learn from, reduced to what the UDFs need."""
+    return features.where(F.col("component") != EVENT).select(
+        "system", "service", "window_start", "component", "feature", "value"
+    )
+
+
+# ---- fit ----------------------------------------------------------------------------------------
+
+
+def _fit_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], store_root: str, version: str,
+               fitted_at: datetime, fraction: float | None) -> pd.DataFrame:
+    system, service = str(pdf["system"].iloc[0]), str(pdf["service"].iloc[0])
+    X = to_matrix(pdf, int(plan["window_seconds"]))
+    mask = baseline_mask(X.index, fraction) if fraction is not None else None
+    fitted: FittedService = fit_service(X, plan, series_seed(system, service), mask)
+    rows = []
+    for name, det in fitted.detectors.items():
+        folder = model_dir(store_root, system, service, name, version)
+        for file_name, data in dump_detector(det).items():
+            write_artifact(f"{folder}/{file_name}", data)
+        rows.append({
+            "system": system, "service": service, "detector": name, "series": "service",
+            "version": version, "path": folder, "format": FORMATS[name], "fitted_at": fitted_at,
+            "baseline_start": fitted.baseline_start, "baseline_end": fitted.baseline_end, "run_id": version,
+            "baseline_windows": fitted.baseline_windows, "cold_start": fitted.cold_start,
+        })
+    return pd.DataFrame(rows, columns=MODELS.fieldNames())
+
+
+def fit_models(features: DataFrame, *, plan: Mapping[str, Any], store_root: str, version: str,
+               fitted_at: datetime, fraction: float | None) -> DataFrame:
+    """Fit every service's detectors (baseline = first `fraction` of its history, or all of it) and
+    save them; one MODELS row per (system, service, detector)."""
+    fn = functools.partial(
+        _fit_group, plan=dict(plan), store_root=store_root, version=version, fitted_at=fitted_at, fraction=fraction
+    )
+    return signal_rows(features).groupBy("system", "service").applyInPandas(fn, schema=MODELS)
+
+
+def model_index(models: DataFrame, detectors: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """'system|service' -> {detector: path, 'cold_start': bool}: the newest model of each detector."""
+    newest = Window.partitionBy("system", "service", "detector").orderBy(F.col("fitted_at").desc(), F.col("version").desc())
+    rows = (
+        models.where(F.col("detector").isin(list(detectors)))
+        .withColumn("_rank", F.row_number().over(newest))
+        .where("_rank = 1")
+        .select("system", "service", "detector", "path", "cold_start")
+        .collect()
+    )
+    index: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = index.setdefault(f"{r['system']}|{r['service']}", {"paths": {}, "cold_start": False})
+        entry["paths"][r["detector"]] = r["path"]
+        entry["cold_start"] = entry["cold_start"] or bool(r["cold_start"])
+    return index
+
+
+def load_models(paths: Mapping[str, str], threads: int) -> dict[str, Any]:
+    """Detectors from their model folders (safe loaders only)."""
+    out = {}
+    for name, folder in paths.items():
+        files = {f: read_artifact(f"{folder}/{f}") for f in list_artifacts(folder)}
+        out[name] = load_detector(files, threads=threads)
+    return out
+
+
+# ---- score --------------------------------------------------------------------------------------
+
+
+def _score_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], index: Mapping[str, Any],
+                 emit_from: datetime | None, emit_to: datetime | None) -> pd.DataFrame:
+    system, service = str(pdf["system"].iloc[0]), str(pdf["service"].iloc[0])
+    X = to_matrix(pdf, int(plan["window_seconds"]))
+    entry = index.get(f"{system}|{service}")
+    if entry is not None:
+        detectors = load_models(entry["paths"], int(plan["lstm"]["threads"]))
+        cold = bool(entry["cold_start"])
+    else:  # a service no saved model knows: cold start on its own first windows
+        fitted = fit_service(X, {**plan, "min_history": 10**9}, series_seed(system, service),
+                             baseline_mask(X.index, float(plan["baseline_fraction"])))
+        detectors, cold = fitted.detectors, True
+    emit = np.ones(len(X), dtype=bool)
+    if emit_from is not None:
+        emit &= np.asarray(X.index >= pd.Timestamp(emit_from))
+    if emit_to is not None:
+        emit &= np.asarray(X.index < pd.Timestamp(emit_to))
+    rows = score_service(X, detectors, plan, emit=emit, cold_start=cold)
+    rows.insert(0, "service", service)
+    rows.insert(0, "system", system)
+    return rows[CANDIDATES.fieldNames()]
+
+
+def score_features(features: DataFrame, *, plan: Mapping[str, Any], index: Mapping[str, Any],
+                   emit_from: datetime | None = None, emit_to: datetime | None = None) -> DataFrame:
+    """Anomalous (system, service, window, feature) candidates (schema CANDIDATES), scored with
+    the saved models in `index`; windows outside [emit_from, emit_to) serve as context only."""
+    fn = functools.partial(_score_group, plan=dict(plan), index=dict(index), emit_from=emit_from, emit_to=emit_to)
+    return signal_rows(features).groupBy("system", "service").applyInPandas(fn, schema=CANDIDATES)
+
+
+# ---- anomaly rows -------------------------------------------------------------------------------
+
+
+def with_severity(candidates: DataFrame, *, threshold: float, blast_steps: Sequence[int]) -> DataFrame:
+    """Blast radius (services of the system anomalous in the same window) and severity."""
+    same_window = Window.partitionBy("system", "window_start")
+    steps = [int(s) for s in blast_steps]
+
+    @F.pandas_udf(StringType())
+    def severity(score: pd.Series, blast: pd.Series) -> pd.Series:
+        return pd.Series(severity_labels(score.to_numpy(), blast.to_numpy(), threshold, steps))
+
+    blast = F.size(F.collect_set("service").over(same_window))
+    return candidates.withColumn("blast_radius", blast).withColumn(
+        "severity", severity(F.col("ensemble_score"), F.col("blast_radius"))
+    )
+
+
+def change_events(features: DataFrame) -> DataFrame:
+    """Change events (deploy, config_change, restart, scale, ...) passed through as anomalies."""
+    return features.where((F.col("component") == EVENT) & (F.col("value") > 0)).select(
+        "system", "service", "window_start", "window_end", "component", "feature", "value",
+        F.lit(None).cast("double").alias("expected_low"), F.lit(None).cast("double").alias("expected_high"),
+        F.create_map().cast("map<string,double>").alias("detector_scores"),
+        F.lit(1.0).alias("ensemble_score"), F.lit("change_event").alias("anomaly_type"),
+        F.lit("low").alias("severity"), F.lit(1.0).alias("confidence"), F.lit(False).alias("cold_start"),
+    )
+
+
+def anomaly_id() -> F.Column:
+    """First 16 hex of sha1(system|service|component|feature|window_start ISO): stable across reruns."""
+    iso = F.date_format(F.col("window_start"), "yyyy-MM-dd'T'HH:mm:ss'Z'")
+    return F.substring(F.sha1(F.concat_ws("|", "system", "service", "component", "feature", iso)), 1, 16)
+
+
+def anomaly_rows(scored: DataFrame, events: DataFrame, *, window_seconds: int, run_id: str) -> DataFrame:
+    """Scored candidates + change events -> rows shaped like the ANOMALIES table."""
+    scores = F.map_filter(
+        F.create_map(*[x for d in DETECTOR_ORDER for x in (F.lit(d), F.col(d))]), lambda k, v: v.isNotNull()
+    )
+    signals = scored.select(
+        "system", "service", "window_start",
+        (F.col("window_start") + F.make_dt_interval(secs=F.lit(window_seconds))).alias("window_end"),
+        "component", "feature", "value", "expected_low", "expected_high", scores.alias("detector_scores"),
+        "ensemble_score", "anomaly_type", "severity", "confidence", "cold_start",
+    )
+    return (
+        signals.unionByName(events)
+        .withColumn("anomaly_id", anomaly_id())
+        .withColumn("run_id", F.lit(run_id))
+    )

@@ -1,0 +1,141 @@
+"""LSTM autoencoder over sequences of a service's windows; reconstruction error is the score.
+
+The model reads ``sequence_length`` consecutive windows of standardised residuals and must
+reproduce them through a small bottleneck. Trained on the (clean) baseline only, it learns how
+the service's features move together over time; a window it cannot reconstruct breaks that
+pattern. A window's score is the error on the last step of the sequence ending at it (the first
+windows use the first sequence). Training: Adam, MSE, early stopping on a held-out tail of the
+baseline; inference is one batched ``predict`` per service.
+
+TensorFlow runs on CPU with ``threads`` intra-op threads (executors share few cores).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+
+from meltrca.detectors.base import Detector, model_inputs
+
+_THREADS_SET = False
+
+
+def keras_module(threads: int = 1) -> Any:
+    """Import Keras (TensorFlow backend, CPU, quiet) with a bounded thread pool, once per process."""
+    global _THREADS_SET
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import tensorflow as tf
+
+    if not _THREADS_SET:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # the runtime was initialised earlier in this process: keep its pools
+            pass
+        _THREADS_SET = True
+    return keras
+
+
+def sequences(A: np.ndarray, length: int) -> np.ndarray:
+    """Sliding windows (n - length + 1, length, k) over rows of A (a view, no copy)."""
+    return np.lib.stride_tricks.sliding_window_view(A, length, axis=0).transpose(0, 2, 1)
+
+
+class LSTMAutoencoder(Detector):
+    name: ClassVar[str] = "lstm"
+    tau_floor: ClassVar[float] = 1e-4
+
+    def __init__(self, *, sequence_length: int = 10, epochs: int = 20, batch_size: int = 64,
+                 patience: int = 3, units: int = 16, threads: int = 1, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.sequence_length = int(sequence_length)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.patience = int(patience)
+        self.units = int(units)
+        self.threads = int(threads)
+        self.model_: Any = None
+        self.history_: dict[str, list[float]] = {}
+
+    def _build(self, k: int) -> Any:
+        keras = keras_module(self.threads)
+        layers = keras.layers
+        inp = keras.Input(shape=(self.sequence_length, k))
+        x = layers.LSTM(self.units)(inp)
+        x = layers.RepeatVector(self.sequence_length)(x)
+        x = layers.LSTM(self.units, return_sequences=True)(x)
+        out = layers.TimeDistributed(layers.Dense(k))(x)
+        model = keras.Model(inp, out)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=5e-3), loss="mse")
+        return model
+
+    def _fit_core(self, Z: np.ndarray, clean: np.ndarray) -> np.ndarray:
+        keras = keras_module(self.threads)
+        keras.utils.set_random_seed(self.seed)
+        A = model_inputs(Z).astype("float32")
+        L = self.sequence_length
+        self.model_ = self._build(A.shape[1])
+        if len(A) < L:
+            return clean
+        seqs = sequences(A, L)
+        # Train only on sequences made entirely of clean windows.
+        ok = sequences(clean.reshape(-1, 1).astype(np.int8), L).reshape(len(seqs), -1).all(axis=1)
+        train = np.ascontiguousarray(seqs[ok] if ok.sum() >= 8 else seqs)
+        val_split = 0.1 if len(train) >= 50 else 0.0
+        stop = keras.callbacks.EarlyStopping(
+            monitor="val_loss" if val_split else "loss", patience=self.patience, restore_best_weights=True
+        )
+        hist = self.model_.fit(
+            train, train, epochs=self.epochs, batch_size=self.batch_size, validation_split=val_split,
+            shuffle=True, callbacks=[stop], verbose=0,
+        )
+        self.history_ = {k: [float(x) for x in v] for k, v in hist.history.items()}
+        return clean
+
+    def _calibration_scores(self, baseline_scores: np.ndarray) -> np.ndarray:
+        # In-sample errors are optimistic: scale them by held-out / training loss at the best epoch.
+        val, loss = self.history_.get("val_loss"), self.history_.get("loss")
+        if not val or not loss:
+            return baseline_scores
+        best = int(np.argmin(val))
+        ratio = val[best] / loss[best] if loss[best] > 0 else 1.0
+        return baseline_scores * float(np.clip(ratio, 1.0, 3.0))
+
+    def reconstruction_errors(self, Z: np.ndarray) -> np.ndarray:
+        """(n, k) squared error per window and feature, from one batched predict call."""
+        if self.model_ is None:
+            raise RuntimeError("lstm detector is not fitted")
+        A = model_inputs(Z).astype("float32")
+        n, k = A.shape
+        L = self.sequence_length
+        if n == 0 or k == 0:
+            return np.zeros((n, k))
+        if n < L:  # too short for one sequence: pad with expected values (0)
+            A = np.vstack([np.zeros((L - n, k), dtype="float32"), A])
+        seqs = np.ascontiguousarray(sequences(A, L))
+        recon = self.model_.predict(seqs, batch_size=max(256, self.batch_size), verbose=0)
+        err = (seqs - recon) ** 2  # (m, L, k)
+        out = np.vstack([err[0, : L - 1], err[:, -1]])  # first windows from the first sequence
+        return out[-n:].astype(float)
+
+    def _score_core(self, Z: np.ndarray) -> np.ndarray:
+        if Z.shape[1] == 0:
+            return np.zeros(len(Z))
+        return self.reconstruction_errors(Z).mean(axis=1)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            **super().params(), "sequence_length": self.sequence_length, "epochs": self.epochs,
+            "batch_size": self.batch_size, "patience": self.patience, "units": self.units, "threads": self.threads,
+        }
+
+    def _core_state(self) -> dict[str, Any]:
+        return {"history": self.history_}
+
+    def _load_core_state(self, state: dict[str, Any]) -> None:
+        self.history_ = dict(state.get("history") or {})

@@ -1,0 +1,208 @@
+"""Detection for one service, in plain pandas/numpy: what a Spark group (or a loop) runs.
+
+``to_matrix`` turns the service's long feature rows into a regular window x feature matrix.
+``fit_service`` fits the shared baseline and the enabled detectors on the baseline windows
+(z-score alone for a cold start). ``score_service`` scores every window and returns the
+anomalous (window, feature) rows with their per-detector and ensemble scores.
+
+Ensemble (see calibration.py for the scale): each detector gives a tail probability p_d — per
+feature for the z-score, per window for Isolation Forest and the LSTM. A row's combined
+probability is the weighted geometric mean  p = exp(sum_d w_d ln p_d / sum_d w_d), and
+ensemble_score = (1 - p) ** block. One detector that is merely unusual cannot carry a row;
+one that is overwhelming, or several that agree, can. Rows are emitted for features that
+deviate by at least zscore.threshold robust sigmas (plus each window's most deviant feature).
+
+The plan is a plain dict (see meltrca.detection.detection_plan): no settings objects, no
+sessions — it is what Spark ships to executors.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from meltrca.detectors.base import Detector
+from meltrca.detectors.baseline import KEY_SEP, SeriesBaseline, is_count_feature
+from meltrca.detectors.calibration import TRIM_SCORE, block_score
+from meltrca.detectors.classify import anomaly_type, confidence, run_lengths
+from meltrca.detectors.iforest import IsolationForestDetector
+from meltrca.detectors.lstm import LSTMAutoencoder
+from meltrca.detectors.zscore import RobustZScore
+
+DETECTOR_ORDER = (RobustZScore.name, IsolationForestDetector.name, LSTMAutoencoder.name)
+
+ROW_COLUMNS = [
+    "window_start", "component", "feature", "value", "expected_low", "expected_high",
+    *DETECTOR_ORDER, "ensemble_score", "anomaly_type", "confidence", "cold_start",
+]
+
+
+def series_seed(*parts: str) -> int:
+    """A stable seed per series (same model for the same data, whatever the partitioning)."""
+    return zlib.crc32("|".join(parts).encode("utf-8")) & 0x7FFFFFFF
+
+
+def to_matrix(rows: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
+    """Long rows (window_start, component, feature, value) -> regular window x feature matrix.
+
+    Missing windows stay NaN (a gap); a count feature absent from a window that has other data
+    is 0 there. Non-finite values become NaN.
+    """
+    if rows.empty:
+        return pd.DataFrame(index=pd.DatetimeIndex([], name="window_start"))
+    ts = pd.to_datetime(rows["window_start"])
+    key = rows["component"].astype(str) + KEY_SEP + rows["feature"].astype(str)
+    vals = pd.to_numeric(rows["value"], errors="coerce").astype(float)
+    vals = vals.where(np.isfinite(vals))
+    wide = pd.DataFrame({"t": ts.to_numpy(), "k": key.to_numpy(), "v": vals.to_numpy()}).pivot_table(
+        index="t", columns="k", values="v", aggfunc="mean", dropna=False
+    )
+    step = pd.Timedelta(seconds=window_seconds)
+    grid = pd.date_range(wide.index.min().floor(step), wide.index.max(), freq=step, name="window_start")
+    present = pd.Series(True, index=wide.index).reindex(grid, fill_value=False).to_numpy()
+    wide = wide.reindex(grid)
+    counts = [c for c in wide.columns if is_count_feature(c)]
+    if counts:
+        filled = wide[counts].fillna(0.0)
+        wide[counts] = filled.where(present[:, None], np.nan)
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.sort_index(axis=1)
+
+
+def make_detector(name: str, plan: Mapping[str, Any], seed: int) -> Detector:
+    common = {
+        "threshold": float(plan["threshold"]), "block": int(plan["block"]),
+        "rolling_window": int(plan["zscore"]["rolling_window"]), "window_seconds": int(plan["window_seconds"]),
+        "seed": seed,
+    }
+    if name == RobustZScore.name:
+        return RobustZScore(min_z=float(plan["zscore"]["threshold"]), **common)
+    if name == IsolationForestDetector.name:
+        p = plan["isolation_forest"]
+        return IsolationForestDetector(contamination=float(p["contamination"]), n_estimators=int(p["n_estimators"]), **common)
+    if name == LSTMAutoencoder.name:
+        p = plan["lstm"]
+        return LSTMAutoencoder(
+            sequence_length=int(p["sequence_length"]), epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
+            patience=int(p["patience"]), units=int(p["units"]), threads=int(p["threads"]), **common,
+        )
+    raise ValueError(f"unknown detector {name!r}")
+
+
+@dataclass
+class FittedService:
+    detectors: dict[str, Detector]
+    cold_start: bool
+    baseline_start: pd.Timestamp | None
+    baseline_end: pd.Timestamp | None
+    baseline_windows: int
+
+
+def baseline_mask(index: pd.DatetimeIndex, fraction: float) -> np.ndarray:
+    """The first `fraction` of the series' time span (at least one window)."""
+    if len(index) == 0:
+        return np.zeros(0, dtype=bool)
+    cut = index[0] + (index[-1] - index[0]) * fraction
+    mask = np.asarray(index <= cut)
+    mask[0] = True
+    return mask
+
+
+def fit_service(X: pd.DataFrame, plan: Mapping[str, Any], seed: int, baseline: np.ndarray | None = None) -> FittedService:
+    """Fit the enabled detectors on the baseline rows of X (all rows when `baseline` is None)."""
+    base = X if baseline is None else X.loc[np.asarray(baseline, dtype=bool)]
+    has_data = base.notna().any(axis=1).to_numpy()
+    windows = int(has_data.sum())
+    cold = windows < int(plan["min_history"])
+    enabled = [d for d in DETECTOR_ORDER if d in plan["enabled"]]
+    names = [RobustZScore.name] if cold else enabled
+    if not names or base.shape[1] == 0:
+        return FittedService({}, cold, None, None, windows)
+    shared = SeriesBaseline(int(plan["zscore"]["rolling_window"]), int(plan["window_seconds"])).fit(base)
+    clean = has_data.copy()
+    fitted: dict[str, Detector] = {}
+    for name in names:
+        det = make_detector(name, plan, seed).fit(base, baseline=shared, clean=clean)
+        fitted[name] = det
+        # Later (costlier) learners do not learn from what earlier ones already call extreme.
+        clean &= block_score(det.pvalue(base), det.block) < TRIM_SCORE
+    return FittedService(fitted, cold, base.index.min(), base.index.max(), windows)
+
+
+def score_service(
+    X: pd.DataFrame,
+    detectors: Mapping[str, Detector],
+    plan: Mapping[str, Any],
+    *,
+    emit: np.ndarray | None = None,
+    cold_start: bool = False,
+) -> pd.DataFrame:
+    """Anomalous (window, feature) rows of X (only windows where `emit` is True)."""
+    names = [d for d in DETECTOR_ORDER if d in detectors and (d in plan["enabled"] or cold_start)]
+    if not names or X.empty:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    first = detectors[names[0]]
+    base = first.baseline_
+    Z = base.transform(X)
+    absz = np.abs(np.nan_to_num(Z, nan=0.0))
+    n, k = Z.shape
+    weights = plan["weights"]
+    logp: dict[str, np.ndarray] = {}
+    for name in names:
+        det = detectors[name]
+        if isinstance(det, RobustZScore):
+            p = det.feature_pvalues(X)
+        else:
+            p = np.broadcast_to(det.pvalue(X).reshape(-1, 1), (n, k))
+        logp[name] = np.log(np.clip(p, 1e-300, 1.0))
+    wsum = sum(float(weights.get(d, 1.0)) for d in names)
+    combined = sum(float(weights.get(d, 1.0)) * logp[d] for d in names) / wsum
+    block = int(plan["block"])
+    ensemble = block_score(np.exp(combined), block)
+
+    min_z = float(plan["zscore"]["threshold"])
+    cand = absz >= min_z
+    if k:
+        top = np.argmax(absz, axis=1)
+        cand[np.arange(n), top] |= np.isfinite(Z[np.arange(n), top])
+    cand &= np.isfinite(Z)
+    if emit is not None:
+        cand &= np.asarray(emit, dtype=bool).reshape(-1, 1)
+    flagged = cand & (ensemble >= float(plan["threshold"]))
+    if not flagged.any():
+        return pd.DataFrame(columns=ROW_COLUMNS)
+
+    runs = run_lengths(flagged)
+    ii, jj = np.nonzero(flagged)
+    low, high = base.expected_range(X.index, min_z)
+    values = X.reindex(columns=base.features).to_numpy(dtype=float)
+    keys = [base.features[j] for j in jj]
+    comp = [key.split(KEY_SEP, 1)[0] for key in keys]
+    feat = [key.split(KEY_SEP, 1)[1] for key in keys]
+    det_scores = {d: block_score(np.exp(logp[d][ii, jj]), block) for d in names}
+    out = pd.DataFrame({
+        "window_start": X.index[ii],
+        "component": comp,
+        "feature": feat,
+        "value": values[ii, jj],
+        "expected_low": low[ii, jj],
+        "expected_high": high[ii, jj],
+        **{d: det_scores.get(d, np.full(len(ii), np.nan)) for d in DETECTOR_ORDER},
+        "ensemble_score": ensemble[ii, jj],
+    })
+    level_shift = int(plan["level_shift_windows"])
+    out["anomaly_type"] = [
+        anomaly_type(f, Z[i, j], int(runs[i, j]), level_shift_windows=level_shift)
+        for f, i, j in zip(feat, ii, jj, strict=True)
+    ]
+    cold = np.full(len(out), bool(cold_start))
+    out["confidence"] = confidence(
+        out["ensemble_score"].to_numpy(), out[list(DETECTOR_ORDER)].to_numpy(), float(plan["threshold"]), cold
+    )
+    out["cold_start"] = cold
+    return out[ROW_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,203 @@
+"""Detectors on crafted series, without Spark: which windows are flagged, which are not, finite scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from meltrca.detectors import IsolationForestDetector, RobustZScore, SeriesBaseline
+from meltrca.detectors.calibration import TailCalibrator, block_score, p_from_block_score
+
+N, NB = 1200, 600  # windows, of which the first NB are the baseline
+
+
+def frame(cols: dict[str, np.ndarray], start: str = "2024-09-26") -> pd.DataFrame:
+    n = len(next(iter(cols.values())))
+    return pd.DataFrame(cols, index=pd.date_range(start, periods=n, freq="1min"))
+
+
+def service(seed: int, n: int = N) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "metric|cpu_usage_mean": 50 + rng.normal(0, 1, n),
+        "metric|memory_usage_mean": 500 + rng.normal(0, 5, n),
+        "trace|latency_p95_ms": 100 + rng.normal(0, 3, n),
+        "log|ERROR_count": rng.poisson(0.3, n).astype(float),
+        "log|INFO_count": rng.poisson(30, n).astype(float),
+    }
+
+
+def seasonal(seed: int, days: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 1440 * days
+    t = np.arange(n)
+    return frame({
+        "metric|cpu_usage_mean": 50 + 15 * np.sin(2 * np.pi * t / 1440) + rng.normal(0, 1, n),
+        "metric|memory_usage_mean": 500 + 30 * np.sin(2 * np.pi * t / 1440 + 1) + rng.normal(0, 2, n),
+        "trace|latency_p95_ms": 100 + rng.normal(0, 3, n),
+        "log|INFO_count": rng.poisson(20 + 10 * np.sin(2 * np.pi * t / 1440)).astype(float),
+    })
+
+
+def flagged(det, X: pd.DataFrame) -> list[int]:
+    return np.flatnonzero(det.predict(X)).tolist()
+
+
+# ---- z-score --------------------------------------------------------------------------------
+
+
+def test_zscore_flags_a_spike_at_its_index_only():
+    cols = service(1)
+    cols["trace|latency_p95_ms"][900] += 40  # 13 sigma, one window
+    X = frame(cols)
+    det = RobustZScore().fit(X.iloc[:NB])
+    assert flagged(det, X) == [900]
+    flags = det.feature_flags(X)
+    assert np.flatnonzero(flags[900]).tolist() == [det.baseline_.features.index("trace|latency_p95_ms")]
+
+
+def test_zscore_flags_a_level_shift_for_its_whole_duration():
+    cols = service(2)
+    cols["metric|cpu_usage_mean"][800:950] += 10
+    X = frame(cols)
+    det = RobustZScore().fit(X.iloc[:NB])
+    assert flagged(det, X) == list(range(800, 950))
+
+
+def test_zscore_flags_a_slow_drift_once_it_leaves_the_normal_range():
+    cols = service(3)
+    drift = np.linspace(0, 80, N - NB)  # memory leak: +80 MiB (16 sigma) over 600 windows
+    cols["metric|memory_usage_mean"][NB:] += drift
+    X = frame(cols)
+    det = RobustZScore().fit(X.iloc[:NB])
+    hits = flagged(det, X)
+    # Nothing while the drift is within ~3 sigma, everything once it is beyond ~10 sigma.
+    assert not [i for i in hits if i < NB + 100]
+    assert set(range(NB + 400, N)) <= set(hits)
+
+
+def test_zscore_learns_the_daily_profile_and_stays_quiet_on_a_normal_day():
+    X = seasonal(4)
+    det = RobustZScore().fit(X.iloc[:1440])
+    # CPU, memory and the log volume follow the day; latency does not.
+    assert det.baseline_.seasonal_.tolist() == [True, True, False, True]
+    assert flagged(det, X) == []
+    # +12 on CPU is within the daily swing (+-15) but a clear shift against the profile.
+    Y = X.copy()
+    Y.iloc[2000:2030, 0] += 12
+    assert flagged(det, Y) == list(range(2000, 2030))
+
+
+def test_constant_series_scores_finite_and_a_step_away_from_it_is_flagged():
+    cols = service(5)
+    cols["metric|cpu_usage_mean"] = np.full(N, 7.0)
+    cols["log|ERROR_count"] = np.zeros(N)
+    X = frame(cols)
+    det = RobustZScore().fit(X.iloc[:NB])
+    for scores in (det.decision_function(X), det.normalized(X), det.feature_pvalues(X)):
+        assert np.isfinite(scores).all()
+    assert flagged(det, X) == []
+    Y = X.copy()
+    Y.iloc[1000, 0] = 9.0  # a constant that moves is news
+    Y.iloc[1100, 3] = 12.0  # twelve errors where there were none
+    assert flagged(det, Y) == [1000, 1100]
+
+
+def test_gaps_nans_and_infinities_never_crash_or_leak_into_scores():
+    cols = service(6)
+    rng = np.random.default_rng(0)
+    cols["trace|latency_p95_ms"][rng.random(N) < 0.2] = np.nan
+    cols["metric|cpu_usage_mean"][700:760] = np.nan
+    cols["metric|cpu_usage_mean"][1000] = np.inf
+    cols["log|INFO_count"][:] = np.nan  # a feature never seen at all
+    X = frame(cols).drop(frame(cols).index[300:330])
+    for det in (RobustZScore(), IsolationForestDetector()):
+        det.fit(X.iloc[:NB])
+        assert np.isfinite(det.decision_function(X)).all()
+        assert np.isfinite(det.normalized(X)).all()
+        assert flagged(det, X) == []
+
+
+# ---- Isolation Forest ------------------------------------------------------------------------
+
+
+def test_isolation_forest_finds_deviations_that_only_stand_out_together():
+    rng = np.random.default_rng(7)
+    n = 1500
+    X = frame({
+        "metric|cpu_usage_mean": 50 + rng.normal(0, 2, n),
+        "metric|memory_usage_mean": 500 + rng.normal(0, 5, n),
+        "trace|latency_p95_ms": 100 + rng.normal(0, 4, n),
+        "trace|error_ratio": 0.01 + np.abs(rng.normal(0, 0.003, n)),
+        "log|WARN_count": rng.poisson(3, n).astype(float),
+    })
+    # CPU, trace latency and warnings all moderately up at once (each alone is ordinary noise).
+    X.iloc[1200:1215, 0] += 2 * 3.5
+    X.iloc[1200:1215, 2] += 4 * 3.5
+    X.iloc[1200:1215, 4] += 6
+    det = IsolationForestDetector(threshold=0.6).fit(X.iloc[:800])
+    assert det.families() == ["log:unusual_frequency", "metric:resource_saturation", "trace:error_burst",
+                              "trace:latency_degradation"]
+    hits = flagged(det, X)
+    assert len(hits) >= 6 and set(hits) <= set(range(1200, 1215))
+    # The per-feature z-score sees almost none of it: no feature alone is extreme.
+    assert len(flagged(RobustZScore().fit(X.iloc[:800]), X)) <= 2
+    # Ranking: most of the 10 highest-scoring windows are joint-deviation windows.
+    top = np.argsort(-det.decision_function(X))[:10]
+    assert sum(1200 <= i < 1215 for i in top) >= 8
+
+
+def test_isolation_forest_is_quiet_on_seasonal_data_and_excludes_baseline_contamination():
+    X = seasonal(8)
+    Y = X.copy()
+    Y.iloc[300:320, [0, 2, 3]] *= 3  # a fault inside the baseline
+    det = IsolationForestDetector(contamination=0.02).fit(Y.iloc[:1440])
+    assert flagged(det, X) == []
+    assert np.isfinite(det.decision_function(Y)).all()
+
+
+# ---- calibration ---------------------------------------------------------------------------
+
+
+def test_tail_calibrator_is_the_empirical_quantile_in_the_body_and_keeps_falling_beyond_it():
+    rng = np.random.default_rng(9)
+    s = rng.exponential(1.0, 20_000)
+    cal = TailCalibrator(block=1440).fit(s)
+    p = cal.pvalue(np.array([0.0, np.log(2), np.log(10), 10.0, 20.0, np.nan]))
+    assert p[0] == pytest.approx(1.0)
+    assert p[1] == pytest.approx(0.5, abs=0.01)
+    assert p[2] == pytest.approx(0.1, abs=0.005)
+    assert p[3] == pytest.approx(np.exp(-10), rel=0.3)  # exponential tail extrapolated
+    assert 0 < p[4] < p[3]
+    assert p[5] == 1.0
+    # threshold_ round trip: the score at which the block score reaches 0.95
+    q = p_from_block_score(0.95, 1440)
+    x = cal.score_at(q)[0]
+    assert block_score(cal.pvalue(np.array([x])), 1440)[0] == pytest.approx(0.95, abs=1e-6)
+
+
+def test_tail_calibrator_trims_a_contaminated_baseline():
+    rng = np.random.default_rng(10)
+    clean = np.abs(rng.normal(0, 1, 2000))
+    dirty = np.concatenate([clean, np.full(60, 40.0)])  # 3% of windows are a fault at 40 sigma
+    p_clean = TailCalibrator(block=1440).fit(clean).pvalue(np.array([8.0]))[0]
+    p_dirty = TailCalibrator(block=1440).fit(dirty).pvalue(np.array([8.0]))[0]
+    assert p_dirty == pytest.approx(p_clean, rel=0.5)
+    assert block_score(np.array([p_dirty]), 1440)[0] > 0.95
+
+
+def test_block_score_is_stable_at_the_extremes():
+    s = block_score(np.array([0.0, 1e-300, 1e-9, 0.5, 1.0]), 1440)
+    assert s.tolist()[:2] == [1.0, 1.0]
+    assert s[2] == pytest.approx(1 - 1440e-9, rel=1e-6)
+    assert s[3] == 0.0 and s[4] == 0.0
+
+
+def test_baseline_scale_floors_keep_counts_and_constants_finite():
+    X = frame({"log|ERROR_count": np.zeros(100), "metric|cpu_usage_mean": np.full(100, 3.0)})
+    b = SeriesBaseline().fit(X)
+    assert b.scale_.tolist() == [1.0, pytest.approx(3e-3)]
+    low, high = b.expected_range(X.index[:1], 3.5)
+    assert low.tolist() == [[0.0, pytest.approx(3.0 - 0.0105)]]
+    assert high.tolist() == [[3.5, pytest.approx(3.0 + 0.0105)]]

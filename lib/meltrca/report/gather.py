@@ -51,7 +51,7 @@ REQUEST_SCHEMA = StructType(
 class ReportParams:
     """How much the page shows."""
 
-    max_incidents: int = 100
+    max_incidents: int = 50
     series_per_incident: int = 3
     context_minutes: float = 30.0  # plotted before the start and after the end of an incident
     change_lookback_minutes: float = 30.0  # change events this long before an incident are marked

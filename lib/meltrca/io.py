@@ -170,6 +170,21 @@ class Lake:
             .execute()
         )
 
+    def insert_new(self, table: str, df: DataFrame, *, keys: Sequence[str] | None = None) -> None:
+        """Insert only rows whose keys are not in the table yet (an outbox: existing rows keep their state)."""
+        from delta.tables import DeltaTable
+
+        spec = self.spec(table)
+        keys = list(keys or spec.keys)
+        out = conform(df, spec.schema, table=table, time_column=spec.time_column).dropDuplicates(keys)
+        if not self.exists(table):
+            self.append(table, out)
+            return
+        cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        DeltaTable.forPath(self.spark, self.path(table)).alias("t").merge(
+            out.alias("s"), cond
+        ).whenNotMatchedInsertAll().execute()
+
     def delete(self, table: str, predicate: str) -> None:
         from delta.tables import DeltaTable
 

@@ -139,6 +139,13 @@ MODELS = StructType([
 ])
 
 
+# explain: LLM explanations cached by incident signature (prompt version, model, knowledge base, facts)
+EXPLAIN_CACHE = StructType([
+    _f("system", STR, False), _f("signature", STR, False), _f("model", STR), _f("explanation", STR, False),
+    _f("created_at", TS), _f("run_id", STR),
+])
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """How a table is stored: its schema, the column a time window applies to, its partitions."""
@@ -167,6 +174,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("alerts", ALERTS, None, (), ("alert_id",)),
         TableSpec("runs", RUNS, None, (), ("run_id",)),
         TableSpec("models", MODELS, None, (), ("system", "service", "detector", "version")),
+        TableSpec("explain_cache", EXPLAIN_CACHE, None, (), ("signature",)),
     ]
 }
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from meltrca.stages.common import not_implemented
+from meltrca.alerts import deliver_pending, parse_sink
+from meltrca.errors import MeltrcaError
+from meltrca.explain.http import RetryPolicy
+
+if TYPE_CHECKING:
+    from meltrca.jobrunner import JobContext
 
 DESCRIPTION = "Deliver pending incident alerts to a JSON-lines file or an HTTP webhook (at-least-once, deduplicated)."
 
@@ -18,4 +24,23 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.results
 
 
-execute = not_implemented
+def execute(ctx: JobContext) -> None:
+    process(ctx, sink=ctx.args.sink)
+
+
+def process(ctx: JobContext, *, sink: str) -> None:
+    """Deliver every pending alert; exit non-zero (after saving progress) when some stay pending."""
+    a = ctx.settings.alerts
+    policy = RetryPolicy(attempts=a.max_attempts, backoff_seconds=a.backoff_seconds, timeout_seconds=a.timeout_seconds)
+    target = parse_sink(sink, policy=policy)
+    with ctx.stage("queue") as info:
+        report = deliver_pending(ctx.lake, target, systems=ctx.systems or None, commit_every=a.commit_every)
+        info["rows"] = report.delivered
+        info["extra"] = f"{report.pending} pending -> {target.description}"
+    ctx.count("alerts_delivered", report.delivered)
+    ctx.count("alerts_pending", report.pending)
+    if report.pending:
+        raise MeltrcaError(
+            f"{report.delivered} alert(s) delivered, {report.pending} still pending "
+            f"(last error: {report.last_error}); they are retried on the next run"
+        )

@@ -1,0 +1,44 @@
+"""`meltrca explain` and `meltrca queue` as real subprocesses (the installed console script)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli
+from meltrca.explain.documents import schema_validator
+from meltrca.io import Lake, read_jsonl
+from test_explain_lake import build_lake
+
+SECRET = "sk-cli-never-stored-9d8e7f"
+
+
+def test_explain_then_queue_from_the_command_line(spark, tmp_path):
+    lake = Lake(spark, tmp_path / "lake")
+    build_lake(spark, lake)
+    out = tmp_path / "out"
+    res = run_cli("explain", "--lake", lake.root, "--output", str(out), "--master", "local[2]",
+                  env={"LLM_API_KEY": SECRET})
+    assert res.returncode == 0, res.stderr
+    assert "[meltrca] metadata" in res.stderr and "[meltrca] export" in res.stderr
+    validator = schema_validator("metadata")
+    docs = read_jsonl(out / "metadata.jsonl")
+    assert len(docs) == 74 and all(validator.is_valid(d) for d in docs)
+    assert len(read_jsonl(out / "incidents.jsonl")) == 3
+
+    sink = tmp_path / "alerts.jsonl"
+    first = run_cli("queue", "--results", lake.root, "--sink", f"jsonl:{sink}", "--master", "local[2]")
+    assert first.returncode == 0, first.stderr
+    delivered = [json.loads(x) for x in sink.read_text().splitlines()]
+    assert sorted(d["event"] for d in delivered) == ["opened", "opened", "opened", "resolved"]
+    bad = run_cli("queue", "--results", lake.root, "--sink", "smtp:ops@example.com", "--master", "local[2]")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("meltrca queue: error: --sink must be jsonl:PATH or webhook:URL")
+
+    # The key given in the environment is in no file the runs wrote (runs table included).
+    for path in Path(tmp_path).rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert all(SECRET not in row for row in lake.read("runs").toJSON().collect())
+    runs = sorted((r["job"], r["status"]) for r in lake.read("runs").collect())
+    assert runs == [("explain", "succeeded"), ("queue", "failed"), ("queue", "succeeded")]

@@ -130,6 +130,24 @@ def _positive_ints(v: Any) -> str | None:
     return None if ok else "must be a list of integers >= 1"
 
 
+def _regex(v: Any) -> str | None:
+    import re
+
+    try:
+        re.compile(str(v))
+    except re.error as exc:
+        return f"must be a valid regular expression ({exc})"
+    return None
+
+
+def _aggregate_ok(name: Any) -> bool:
+    """features.metric_aggregates entries: mean, min, max, sum, count, stddev or pNN (0 < NN < 100)."""
+    text = str(name)
+    if text in ("mean", "min", "max", "sum", "count", "stddev"):
+        return True
+    return text[:1] == "p" and text[1:].isdigit() and 0 < int(text[1:]) < 100
+
+
 CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "spark.graph_engine": _one_of("auto", "graphframes", "native"),
     "spark.shuffle_partitions": _at_least(1),
@@ -152,6 +170,17 @@ CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "generate.traces_per_unit": _at_least(100),
     "ingest.future_tolerance_hours": _at_least(0),
     "features.window": _duration,
+    "ingest.min_year": _between(1970, 9999),
+    "ingest.max_message_length": _at_least(1),
+    "ingest.trace_id_pattern": _regex,
+    "ingest.span_id_pattern": _regex,
+    "features.metric_aggregates": lambda v: None if v and all(_aggregate_ok(a) for a in v) else (
+        "must be a non-empty list of mean, min, max, sum, count, stddev or pNN"
+    ),
+    "features.latency_percentiles": lambda v: None if v and all(isinstance(p, int | float) and 0 < p < 100 for p in v) else (
+        "must be a non-empty list of percentiles in (0, 100)"
+    ),
+    "features.templates.rare_count": _at_least(1),
     "features.templates.similarity": _between(0, 1, lo_open=True),
     "detection.threshold": _between(0, 1, lo_open=True),
     "detection.enabled": _subset_of(*DETECTORS),

@@ -191,6 +191,15 @@ class Lake:
         if self.exists(table):
             DeltaTable.forPath(self.spark, self.path(table)).delete(predicate)
 
+    def replace_where(self, table: str, df: DataFrame, predicate: str) -> None:
+        """Atomically overwrite the rows matching any SQL predicate (e.g. by quarantine source) with `df`."""
+        if not self.exists(table):
+            self.append(table, df)
+            return
+        spec = self.spec(table)
+        out = conform(df, spec.schema, table=table, time_column=spec.time_column)
+        out.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(self.path(table))
+
 
 # ---- input folders ----------------------------------------------------------------------------
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from meltrca.stages.common import add_lake_argument, not_implemented
+from meltrca.stages.common import add_lake_argument
+
+if TYPE_CHECKING:
+    from meltrca.ingest import IngestReport
+    from meltrca.jobrunner import JobContext
 
 DESCRIPTION = "Ingest telemetry through a source mapping into the bronze lake tables (bad rows to quarantine)."
 
@@ -20,4 +25,18 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.lake
 
 
-execute = not_implemented
+def process(ctx: JobContext, *, source: str, path: str | None = None, system: str | None = None) -> IngestReport:
+    """Ingest what the mapping (or, for source 'bronze', a generated bronze folder at path) describes."""
+    from meltrca.ingest import ingest_bronze_dir, load_mapping, run_ingest
+
+    if source == "bronze":
+        if not path:
+            from meltrca.errors import ConfigError
+
+            raise ConfigError("--source bronze needs --path (the generated bronze folder)")
+        return ingest_bronze_dir(ctx, path, system=system)
+    return run_ingest(ctx, load_mapping(source), root=path, system=system)
+
+
+def execute(ctx: JobContext) -> None:
+    process(ctx, source=ctx.args.source, path=ctx.args.path, system=ctx.args.system)

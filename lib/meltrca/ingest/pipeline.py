@@ -1,0 +1,306 @@
+"""Ingest orchestration: inputs -> mapped, validated, de-duplicated bronze rows + quarantine.
+
+Per signal, rows in = accepted + quarantined + deduplicated (+ outside the --start/--end window
+when one is given), exactly: every record read is counted once, in one bucket. Bronze writes
+replace the run's window (the given window, or the extent of the accepted rows) for the systems
+written; quarantine rows are replaced by source, so a rerun of the same input duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from meltrca.errors import InputError
+from meltrca.ingest.files import join_root, path_exists, resolve_inputs
+from meltrca.ingest.mapping import MAP_FIELDS, SIGNAL_SCHEMAS, InputSpec, SourceMapping, bronze_mapping, target_fields
+from meltrca.ingest.otlp import read_otlp
+from meltrca.ingest.readers import RawFrame, read_csv, read_jsonl
+from meltrca.ingest.records import bronze_records, map_records
+from meltrca.ingest.validation import ValidationParams, with_reason
+from meltrca.io import read_table_dir, sql_str
+from meltrca.logs import get_logger
+from meltrca.schemas import TABLES
+from meltrca.timewindow import TimeWindow, to_iso, utcnow
+
+if TYPE_CHECKING:
+    from meltrca.jobrunner import JobContext
+
+log = get_logger("ingest")
+
+READERS: dict[str, Callable[[SparkSession, InputSpec, list[str]], RawFrame]] = {
+    "csv": read_csv,
+    "wide_csv": read_csv,
+    "jsonl": read_jsonl,
+    "otlp_json": read_otlp,
+}
+# Rows that are the same record: same series + timestamp, same span id, or identical rows.
+DEDUP_KEYS: dict[str, tuple[str, ...]] = {
+    "metrics": ("system", "service", "instance", "metric", "labels", "ts"),
+    "spans": ("system", "trace_id", "span_id"),
+    "logs": ("system", *target_fields("logs")),
+    "events": ("system", *target_fields("events")),
+}
+
+
+@dataclass
+class SignalCounts:
+    """The reconciliation of one signal: where every record read went."""
+
+    signal: str
+    rows_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    deduplicated: int = 0
+    outside_window: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.rows_in == self.accepted + self.quarantined + self.deduplicated + self.outside_window
+
+    def as_counts(self) -> dict[str, int]:
+        out = {
+            f"{self.signal}.in": self.rows_in,
+            f"{self.signal}.accepted": self.accepted,
+            f"{self.signal}.quarantined": self.quarantined,
+            f"{self.signal}.deduplicated": self.deduplicated,
+        }
+        if self.outside_window:
+            out[f"{self.signal}.outside_window"] = self.outside_window
+        return out
+
+
+@dataclass
+class IngestReport:
+    systems: list[str]
+    signals: dict[str, SignalCounts]
+
+    def table(self) -> str:
+        """The printed reconciliation (one line per signal, then the reasons)."""
+        head = f"{'signal':<8} {'in':>12} {'accepted':>12} {'quarantined':>12} {'deduplicated':>13}"
+        window = any(c.outside_window for c in self.signals.values())
+        if window:
+            head += f" {'outside_window':>15}"
+        lines = [head]
+        for c in self.signals.values():
+            line = f"{c.signal:<8} {c.rows_in:>12,} {c.accepted:>12,} {c.quarantined:>12,} {c.deduplicated:>13,}"
+            if window:
+                line += f" {c.outside_window:>15,}"
+            line += "  ok" if c.reconciles else "  MISMATCH"
+            lines.append(line)
+        for c in self.signals.values():
+            for reason, n in sorted(c.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+                lines.append(f"  quarantined {c.signal}: {reason} x {n:,}")
+        return "\n".join(lines)
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+def checked_rows(
+    spark: SparkSession, spec: InputSpec, root: str, system: str | None, params: ValidationParams
+) -> tuple[DataFrame, list[str]] | None:
+    """One input's rows with ``_reason``, and its source labels; None when no file matches."""
+    if spec.format == "bronze":
+        path = join_root(root, spec.files[0])
+        if not path_exists(spark, path):
+            return None
+        df = read_table_dir(spark, path)
+        check_bronze_columns(df, spec.signal, path, system_given=system is not None)
+        mapped = bronze_records(df, spec.signal, path, system)
+        sources = [f"{spec.signal}:{path}"]
+    else:
+        files = resolve_inputs(spark, root, spec.files, spec.source_label, must_match=False)
+        if not files:
+            log.warning("%s: no file matches %s under %s", spec.source_label, ", ".join(spec.files), root)
+            return None
+        raw = READERS[spec.format](spark, spec, files)
+        mapped = map_records(raw, spec, system or "")
+        sources = [f"{spec.signal}:{f}" for f in files]
+    return with_reason(mapped, signal=spec.signal, params=params), sources
+
+
+def check_bronze_columns(df: DataFrame, signal: str, path: str, *, system_given: bool) -> None:
+    """Drift in a bronze folder: missing required columns fail, the rest is logged."""
+    schema = SIGNAL_SCHEMAS[signal]
+    have = set(df.columns)
+    skip = ("date", "system") if system_given else ("date",)
+    required = [f.name for f in schema.fields if not f.nullable and f.name not in skip]
+    missing = [c for c in required if c not in have]
+    if missing:
+        raise InputError(f"{signal} table {path}: missing required column(s) {', '.join(missing)}")
+    optional = [f.name for f in schema.fields if f.nullable and f.name not in have]
+    if optional:
+        log.warning("%s table %s: optional column(s) %s missing (read as null)", signal, path, ", ".join(optional))
+    extra = sorted(have - set(schema.fieldNames()))
+    if extra:
+        log.info("%s table %s: extra column(s) %s ignored", signal, path, ", ".join(extra))
+
+
+# ---- de-duplication ---------------------------------------------------------------------------
+
+
+def deduplicate(df: DataFrame, *, keys: tuple[str, ...]) -> DataFrame:
+    """One row per key (``_n`` = how many rows it stood for); the kept row is chosen deterministically."""
+    key_cols = [
+        (F.array_sort(F.map_entries(k)) if k in MAP_FIELDS else F.col(k)).alias(f"_k_{k}") for k in keys
+    ]
+    rest = [c for c in df.columns if c not in keys or c in MAP_FIELDS]
+    orderable = [c for c in rest if c not in MAP_FIELDS]
+    pick = F.struct(*rest)
+    chosen = F.min_by(pick, F.struct(*orderable)) if orderable else F.first(pick)
+    grouped = df.groupBy(*key_cols).agg(F.count(F.lit(1)).alias("_n"), chosen.alias("_row"))
+    plain = [F.col(f"_k_{k}").alias(k) for k in keys if k not in MAP_FIELDS]
+    return grouped.select(*plain, "_row.*", "_n").select(*df.columns, "_n")
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+
+def _time_filter(col: Column, window: TimeWindow) -> Column:
+    cond = F.lit(True)
+    if window.start is not None:
+        cond = cond & (col >= F.lit(window.start))
+    if window.end is not None:
+        cond = cond & (col < F.lit(window.end))
+    return cond
+
+
+def ingest_signal(
+    ctx: JobContext,
+    signal: str,
+    checked: DataFrame,
+    sources: list[str],
+    *,
+    source_system: str | None,
+    ingested_at: datetime,
+) -> SignalCounts:
+    """Write one signal's accepted rows and its quarantine; return the reconciliation."""
+    lake = ctx.lake
+    spec = TABLES[signal]
+    time_col = F.col(spec.time_column)
+    window = ctx.window
+    bronze_cols = [f.name for f in spec.schema.fields if f.name != "date"]
+    accepted_now = F.col("_reason").isNull()
+    inside = _time_filter(time_col, window) if (window.start or window.end) else F.lit(True)
+    rows = checked.select(
+        *bronze_cols,
+        "_source",
+        F.when(~accepted_now, F.col("_record")).alias("_record"),
+        "_reason",
+        (accepted_now & ~inside).alias("_outside"),
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    t0 = time.perf_counter()
+    try:
+        good = accepted_now & ~F.col("_outside")
+        stats = rows.agg(
+            F.count(F.lit(1)).alias("rows_in"),
+            F.count_if(~accepted_now).alias("quarantined"),
+            F.count_if(F.col("_outside")).alias("outside"),
+            F.min(F.when(good, time_col)).alias("t0"),
+            F.max(F.when(good, time_col)).alias("t1"),
+            F.array_sort(F.collect_set(F.when(good, F.col("system")))).alias("systems"),
+        ).first()
+        log.debug("%s: read and checked %s rows in %.1fs", signal, stats["rows_in"], time.perf_counter() - t0)
+        counts = SignalCounts(signal, rows_in=stats["rows_in"], quarantined=stats["quarantined"], outside_window=stats["outside"])
+        systems = list(stats["systems"] or [])
+        if counts.quarantined:
+            code = F.substring_index(F.col("_reason"), ":", 1)
+            counts.reasons = {r[0]: r[1] for r in rows.where(~accepted_now).groupBy(code).count().collect()}
+        valid = counts.rows_in - counts.quarantined - counts.outside_window
+        if valid:
+            write_window = TimeWindow(
+                window.start or stats["t0"], window.end or (stats["t1"] + timedelta(microseconds=1))
+            )
+            obs = Observation(f"ingest-{signal}")
+            deduped = deduplicate(rows.where(good).select(*bronze_cols), keys=DEDUP_KEYS[signal])
+            deduped = deduped.observe(obs, F.count(F.lit(1)).alias("rows"), F.sum("_n").alias("valid"))
+            lake.replace_window(signal, deduped.drop("_n"), systems=systems, window=write_window)
+            observed = obs.get
+            counts.accepted = int(observed.get("rows") or 0)
+            counts.deduplicated = int(observed.get("valid") or 0) - counts.accepted
+            log.debug("%s: wrote %s (%s) at %.1fs", signal, write_window, systems, time.perf_counter() - t0)
+        quarantine = rows.where(~accepted_now).select(
+            F.col("system"),
+            F.col("_source").alias("source"),
+            F.col("_record").alias("record"),
+            F.col("_reason").alias("reason"),
+            F.lit(ingested_at).alias("ingested_at"),
+            F.lit(ctx.run_id).alias("run_id"),
+        )
+        lake.replace_where("quarantine", quarantine, quarantine_predicate(sources, source_system))
+        log.debug("%s: quarantine written at %.1fs", signal, time.perf_counter() - t0)
+    finally:
+        rows.unpersist()
+    ctx.systems = sorted(set(ctx.systems) | set(systems))
+    return counts
+
+
+def quarantine_predicate(sources: list[str], system: str | None) -> str:
+    """The quarantine rows a rerun of these sources replaces."""
+    pred = f"source IN ({', '.join(sql_str(s) for s in sorted(set(sources)))})"
+    return f"system <=> {sql_str(system)} AND {pred}" if system is not None else pred
+
+
+def run_ingest(ctx: JobContext, mapping: SourceMapping, *, root: str | None = None, system: str | None = None) -> IngestReport:
+    """Ingest every signal of a mapping into the lake; print and record the reconciliation."""
+    spark = ctx.spark
+    spark.conf.set("spark.sql.mapKeyDedupPolicy", "LAST_WIN")  # repeated OTLP attribute keys: last wins
+    base = mapping.resolve_root(root)
+    if "://" not in base:
+        base = os.path.abspath(base)
+    is_bronze = all(i.format == "bronze" for i in mapping.inputs)
+    name = system or mapping.system or (None if is_bronze else ctx.settings.system)
+    ingested_at = utcnow()
+    signals: dict[str, SignalCounts] = {}
+    for signal in mapping.signals():
+        parts = []
+        for spec in mapping.inputs_for(signal):
+            params = ValidationParams.from_settings(ctx.settings.ingest, dict(spec.validate))
+            found = checked_rows(spark, spec, base, name, params)
+            if found is not None:
+                parts.append(found)
+        if not parts:
+            continue
+        checked = parts[0][0]
+        for other, _ in parts[1:]:
+            checked = checked.unionByName(other)
+        sources = [s for _, srcs in parts for s in srcs]
+        with ctx.stage(f"ingest {signal}") as info:
+            counts = ingest_signal(
+                ctx, signal, checked, sources, source_system=None if is_bronze else name, ingested_at=ingested_at
+            )
+            info["rows"] = counts.accepted
+            info["extra"] = (
+                f"in {counts.rows_in:,} = accepted {counts.accepted:,} + quarantined {counts.quarantined:,}"
+                f" + deduplicated {counts.deduplicated:,}"
+                + (f" + outside window {counts.outside_window:,}" if counts.outside_window else "")
+            )
+        for k, v in counts.as_counts().items():
+            ctx.count(k, v)
+        signals[signal] = counts
+    if not signals:
+        raise InputError(f"no input file found for source mapping {mapping.path} under {base}")
+    report = IngestReport(sorted(ctx.systems), signals)
+    print(report.table(), file=sys.stdout, flush=True)
+    bad = [c.signal for c in signals.values() if not c.reconciles]
+    if bad:  # a bug, never expected: fail loudly rather than lose rows silently
+        raise InputError(f"ingest counts do not reconcile for {', '.join(bad)}")
+    if ctx.window.start or ctx.window.end:
+        log.info("ingest window %s .. %s", to_iso(ctx.window.start), to_iso(ctx.window.end))
+    return report
+
+
+def ingest_bronze_dir(ctx: JobContext, path: str, *, system: str | None = None) -> IngestReport:
+    """Ingest a generated bronze folder (<path>/metrics, logs, spans, events; Delta or Parquet)."""
+    return run_ingest(ctx, bronze_mapping(path), root=str(path), system=system)

@@ -77,7 +77,7 @@ def test_metrics_have_every_instance_sample(spark, small_run):
 
 def test_same_seed_same_output_regardless_of_partitioning(spark, small_run, tmp_path, monkeypatch):
     out, _ = small_run
-    monkeypatch.setattr(distributed, "UNITS_PER_SLICE", 1)  # a different split of the same units
+    monkeypatch.setattr(distributed, "ROWS_PER_TASK", 5000)  # many more tasks: a different split of the same units
     again = tmp_path / "b"
     generate(spark, again)
     for name in BRONZE:

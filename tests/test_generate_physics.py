@@ -16,7 +16,7 @@ from meltrca.generate.labels import labels
 from meltrca.generate.model import OK, REJECTED, SystemModel
 from meltrca.generate.plan import GenerationPlan, build_plan
 from meltrca.generate.randomness import rng_for
-from meltrca.generate.traces import TraceSampler
+from meltrca.generate.traces import TraceSampler, traces_in_minutes
 from meltrca.generate.units import Unit, nested_micros, plan_units, unit_batches
 
 SETTINGS = {"services": 12, "duration": 10.0, "faults": 8, "seed": 3, "requests_per_minute": 300}
@@ -270,3 +270,36 @@ def test_units_are_independent_of_each_other(unit_hour):
     again = pa.Table.from_batches(list(unit_batches(pj, Unit(**vars(traces_unit)), "spans")))
     assert alone.equals(again)
     assert traces_unit.kind == "traces" and REJECTED != OK
+
+
+def test_arrow_columns_build_ids_maps_and_text():
+    from meltrca.generate import columns as col
+
+    assert col.hex_ids(np.array([[1, 2]], dtype=np.uint64)).to_pylist() == ["0000000000000001" "0000000000000002"]
+    assert col.hex_ids(np.array([255, 2**64 - 1], dtype=np.uint64)).to_pylist() == ["00000000000000ff", "f" * 16]
+    assert col.hex_ids(np.zeros(0, dtype=np.uint64)).to_pylist() == []
+    m = col.string_map([("a", pa.array(["x", "y", "z"]), None), ("b", pa.array(["1", "2", "3"]), np.array([True, False, True]))], 3)
+    assert m.to_pylist() == [[("a", "x"), ("b", "1")], [("a", "y")], [("a", "z"), ("b", "3")]]
+    assert col.join(["n=", col.number_text(np.array([1.4, 2.6])), "!"], 2).to_pylist() == ["n=1!", "n=3!"]
+
+
+def test_a_quiet_unit_without_traces_gives_empty_batches():
+    plan = make_plan(faults=0, requests_per_minute=1)
+    pj = plan.to_json()
+    model = SystemModel(plan, plan.systems[0])
+    spans = TraceSampler(model, rng_for(1, "empty")).sample(np.zeros(0, dtype=np.int64), np.zeros(0))
+    assert len(spans) == 0
+    from meltrca.generate import columns as col
+    from meltrca.generate.units import span_batch
+
+    batch = span_batch(model, spans, col.hex_ids(np.zeros((0, 2), dtype=np.uint64)), col.hex_ids(np.zeros(0, dtype=np.uint64)), plan)
+    assert batch.num_rows == 0 and batch.schema.names[:3] == ["system", "trace_id", "span_id"]
+    # trace i of a minute belongs to shard i % shards: the shards of an hour split its traces exactly
+    counts = rng_for(plan.seed, "trace-count", 0, 0).poisson(plan.requests_per_minute * model.profile[:60])
+    per_shard = []
+    for k in range(6):
+        rows = pa.Table.from_batches(list(unit_batches(pj, Unit("traces", 0, 0, shard=k, shards=6), "spans")),
+                                     schema=batch.schema)
+        per_shard.append(len(set(rows.column("trace_id").to_pylist())))
+    assert per_shard == [int(traces_in_minutes(counts, k, 6).sum()) for k in range(6)]
+    assert sum(per_shard) == counts.sum()

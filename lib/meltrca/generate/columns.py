@@ -18,7 +18,7 @@ def hex_ids(words: np.ndarray) -> pa.StringArray:
     w = np.ascontiguousarray(words, dtype=">u8")
     n = w.shape[0]
     width = 16 * (w.shape[1] if w.ndim == 2 else 1)
-    data = _HEX[w.view(np.uint8).reshape(n, -1)].tobytes()
+    data = _HEX[w.view(np.uint8).reshape(n, width // 2)].tobytes()
     offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
 

@@ -3,15 +3,16 @@ mapInArrow on the executors. The driver never holds generated rows."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
 from meltrca.generate.labels import event_rows
 from meltrca.generate.plan import GenerationPlan
-from meltrca.generate.units import TABLE_UNIT_KINDS, Unit, plan_units, unit_batches
+from meltrca.generate.units import TABLE_UNIT_KINDS, Unit, expected_rows, plan_units, unit_batches
 from meltrca.io import conform
 from meltrca.schemas import TABLES
 
@@ -19,13 +20,18 @@ UNIT_SCHEMA = StructType([
     StructField("kind", StringType(), False), StructField("system", IntegerType(), False),
     StructField("hour", IntegerType(), False), StructField("instance", IntegerType(), False),
     StructField("shard", IntegerType(), False), StructField("shards", IntegerType(), False),
+    StructField("weight", DoubleType(), False),
 ])
-UNITS_PER_SLICE = 6  # several units per task keeps tasks few; more slices than cores keeps cores busy
+ROWS_PER_TASK = 1_000_000  # big enough to amortise task and file overhead, small enough to spread
 
 
-def units_frame(spark: SparkSession, plan: GenerationPlan) -> DataFrame:
-    units = plan_units(plan)
-    slices = max(1, min(len(units), max(spark.sparkContext.defaultParallelism * 2, len(units) // UNITS_PER_SLICE)))
+def units_frame(spark: SparkSession, plan: GenerationPlan, table: str) -> DataFrame:
+    """The units that produce rows of `table`, sliced into tasks of about ROWS_PER_TASK rows
+    (at least two tasks per core). Slicing changes which task runs a unit, never its rows."""
+    units = [u for u in plan_units(plan) if u.kind in TABLE_UNIT_KINDS[table]]
+    units.sort(key=lambda u: (u.system, u.hour, u.kind, u.instance, u.shard))
+    rows = sum(expected_rows(u, table, plan.interval) for u in units)
+    slices = max(1, min(len(units), max(spark.sparkContext.defaultParallelism * 2, math.ceil(rows / ROWS_PER_TASK))))
     rdd = spark.sparkContext.parallelize([u.row() for u in units], slices)
     return spark.createDataFrame(rdd, UNIT_SCHEMA)
 
@@ -35,9 +41,8 @@ def _raw_schema(table: str) -> StructType:
     return StructType([StructField(f.name, f.dataType, True) for f in TABLES[table].schema.fields if f.name != "date"])
 
 
-def table_frame(units: DataFrame, plan_json: str, table: str) -> DataFrame:
+def table_frame(spark: SparkSession, plan: GenerationPlan, plan_json: str, table: str) -> DataFrame:
     """Rows of one bronze table (metrics, spans or logs), generated on the executors."""
-    kinds = TABLE_UNIT_KINDS[table]
 
     def produce(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -45,7 +50,7 @@ def table_frame(units: DataFrame, plan_json: str, table: str) -> DataFrame:
                 yield from unit_batches(plan_json, Unit(**row), table)
 
     spec = TABLES[table]
-    raw = units.where(units.kind.isin(*kinds)).mapInArrow(produce, _raw_schema(table))
+    raw = units_frame(spark, plan, table).mapInArrow(produce, _raw_schema(table))
     return conform(raw, spec.schema, table=table, time_column=spec.time_column)
 
 

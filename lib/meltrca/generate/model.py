@@ -332,7 +332,7 @@ class SystemModel:
             util = per_inst * lat / 1000 / self.thread_capacity[:, None]
             lagged = np.zeros_like(util)
             for j, wgt in enumerate(SATURATION_LAG, start=1):
-                lagged += wgt * np.concatenate([np.repeat(util[:, :1], j, axis=1), util[:, :-j]], axis=1)
+                lagged += wgt * util[:, np.maximum(np.arange(M) - j, 0)]
             proc = np.zeros((S, M))  # own processing time, without waits
             np.add.at(proc, op_svc, w * (own - extra[op_svc]))
             sat_wait = np.minimum(proc * 4 * np.clip((lagged - 0.7) / 0.3, 0, 2), 2000.0)

@@ -56,8 +56,6 @@ class Spans:
         return len(self.trace)
 
 
-FIELDS = tuple(Spans.__dataclass_fields__)
-
 
 class TraceSampler:
     """Expands traces of one system for a batch of (minute, offset) start points."""
@@ -212,8 +210,12 @@ class TraceSampler:
     def _assemble(self) -> Spans:
         g = self._groups
         if not g:
-            empty = {f: np.zeros(0) for f in FIELDS}
-            return Spans(**empty)
+            ints = np.zeros(0, dtype=np.int64)
+            flags = np.zeros(0, dtype=bool)
+            return Spans(trace=ints, parent=ints, service=ints, op=ints, instance=ints, minute=ints,
+                         start_ms=np.zeros(0), dur_ms=np.zeros(0), failed=flags, kind=np.zeros(0, dtype=np.int8),
+                         peer=ints, attempt=np.zeros(0, dtype=np.int16), retried=flags, fallback=flags,
+                         detected_wrong=flags)
         cat = {k: np.concatenate([x[k] for x in g]) for k in g[0] if k != "row"}
         n = self._rows
         start = cat.pop("offset").astype(float)

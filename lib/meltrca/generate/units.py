@@ -17,7 +17,7 @@ import pyarrow as pa
 from meltrca.generate import columns as col
 from meltrca.generate.loglines import STATUS, catalog_for, empty_logs, instance_logs, span_logs
 from meltrca.generate.metrics import metric_batch
-from meltrca.generate.model import ERROR_TYPES, SystemModel, model_for, traffic_profile
+from meltrca.generate.model import ERROR_TYPES, SystemModel, model_for, static_visits, traffic_profile
 from meltrca.generate.plan import GenerationPlan, plan_from_json
 from meltrca.generate.randomness import rng_for
 from meltrca.generate.traces import Spans, TraceSampler, traces_in_minutes
@@ -35,9 +35,17 @@ class Unit:
     instance: int = -1  # global instance index (instance units)
     shard: int = 0
     shards: int = 1
+    weight: float = 0.0  # expected spans (trace units) or sample minutes (instance units)
 
     def row(self) -> tuple:
         return tuple(asdict(self).values())
+
+
+def expected_rows(unit: Unit, table: str, interval: int) -> float:
+    """Rough row count of a unit in a table (to size Spark tasks, not a promise)."""
+    if unit.kind == "traces":
+        return {"spans": 1.0, "logs": 0.9}.get(table, 0.0) * unit.weight
+    return {"metrics": 10.0 / interval, "logs": 1.6}.get(table, 0.0) * unit.weight
 
 
 def plan_units(plan: GenerationPlan) -> list[Unit]:
@@ -45,13 +53,15 @@ def plan_units(plan: GenerationPlan) -> list[Unit]:
     units: list[Unit] = []
     for sp in plan.systems:
         profile = traffic_profile(plan, sp, rng_for(plan.seed, "profile", sp.index))
+        spans = float(static_visits(sp.topology).sum())  # spans per trace, before retries
         model_active = _active_hours(plan, sp)
         for h in range(plan.hours):
             m0, m1 = h * 60, min(plan.minutes, h * 60 + 60)
             expected = plan.requests_per_minute * float(profile[m0:m1].sum())
             shards = max(1, math.ceil(expected * 1.15 / plan.traces_per_unit))
-            units.extend(Unit("traces", sp.index, h, shard=k, shards=shards) for k in range(shards))
-            units.extend(Unit("instance", sp.index, h, instance=i) for i in model_active[h])
+            units.extend(Unit("traces", sp.index, h, shard=k, shards=shards, weight=expected * spans / shards)
+                         for k in range(shards))
+            units.extend(Unit("instance", sp.index, h, instance=i, weight=float(m1 - m0)) for i in model_active[h])
     return units
 
 

@@ -37,7 +37,7 @@ def process(ctx: JobContext, *, output: str) -> None:
 
     Every impossible request (no room for the faults, bad window) fails while planning, before
     Spark starts and before anything is written."""
-    from meltrca.generate.distributed import events_frame, table_frame, units_frame
+    from meltrca.generate.distributed import events_frame, table_frame
     from meltrca.generate.labels import labels, topology_doc
     from meltrca.generate.plan import build_plan
     from meltrca.io import read_table_dir, write_jsonl, write_table_dir
@@ -53,11 +53,10 @@ def process(ctx: JobContext, *, output: str) -> None:
                          f"{plan.start}, {faults} fault(s)")
     out = Path(output)
     plan_json = plan.to_json()
-    units = units_frame(ctx.spark, plan)
     fmt = gen.format
     for table in TABLES_WRITTEN:
         with ctx.stage(table) as info:
-            df = events_frame(ctx.spark, plan) if table == "events" else table_frame(units, plan_json, table)
+            df = events_frame(ctx.spark, plan) if table == "events" else table_frame(ctx.spark, plan, plan_json, table)
             write_table_dir(df, out / table, fmt, partition_by=("date",))
             if fmt == "parquet" and not any((out / table).glob("date=*/*.parquet")):
                 # no rows, so no partition folder: leave one schema-only file so readers see the columns

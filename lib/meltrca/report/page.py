@@ -33,6 +33,7 @@ h2 { font-size: 17px; margin: 24px 0 8px; }
 table { border-collapse: collapse; background: #fff; font-size: 13px; margin: 6px 0 12px; }
 th, td { border: 1px solid #d5dbe1; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #eef1f5; }
+td.when { white-space: nowrap; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .sev { display: inline-block; min-width: 64px; text-align: center; border-radius: 4px; padding: 1px 6px;
        font-weight: bold; font-size: 12px; color: #fff; text-transform: uppercase; }
@@ -125,7 +126,7 @@ def _incident_index(data: ReportData) -> str:
         others = ", ".join(escape(str(c.get("service"))) for c in inc.root_causes[1:SUSPECT_RANKS])
         rows.append(
             f'<tr class="incident-row" data-incident="{escape(inc.incident_id)}"><td>{_sev(inc.severity)}</td>'
-            f"<td>{_ts(inc.start)} – {_ts(inc.end, '%H:%M')}</td><td>{escape(inc.system)}</td>"
+            f'<td class="when">{_ts(inc.start)} – {_ts(inc.end, "%H:%M")}</td><td>{escape(inc.system)}</td>'
             f'<td><a href="#incident-{escape(inc.incident_id)}"><strong>{escape(str(top.get("service", "—")))}</strong></a>'
             f" <small>{escape(str(top.get('indicator') or ''))}</small></td><td>{others or '—'}</td>"
             f'<td class="num">{len(inc.services)}</td><td class="num">{inc.anomaly_count}</td></tr>'

@@ -181,6 +181,7 @@ CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
         "must be a non-empty list of percentiles in (0, 100)"
     ),
     "features.templates.rare_count": _at_least(1),
+    "features.fill_lookback_minutes": _at_least(0),
     "features.templates.similarity": _between(0, 1, lo_open=True),
     "detection.threshold": _between(0, 1, lo_open=True),
     "detection.enabled": _subset_of(*DETECTORS),

@@ -75,6 +75,16 @@ LOG_TEMPLATES = StructType([
     _f("example", STR), _f("count", LONG), _f("first_seen", TS), _f("last_seen", TS),
 ])
 
+# features: log lines per (service, template, window) and level. The log features are computed
+# from it, and log_templates' counts and first/last seen summed from it, so a rerun of a window
+# replaces rather than adds.
+LOG_TEMPLATE_COUNTS = StructType([
+    _f("system", STR, False), _f("service", STR, False), _f("template_id", STR, False),
+    _f("window_start", TS, False), _f("window_end", TS, False), _f("count", LONG, False),
+    _f("error_count", LONG, False), _f("warn_count", LONG, False), _f("info_count", LONG, False),
+    _f("debug_count", LONG, False), _f("first_ts", TS), _f("last_ts", TS), _f("date", DateType(), False),
+])
+
 # ---- gold ---------------------------------------------------------------------------------
 SERVICE_GRAPH = StructType([
     _f("system", STR, False), _f("src", STR, False), _f("dst", STR, False), _f("calls", LONG),
@@ -167,6 +177,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("quarantine", QUARANTINE, "ingested_at"),
         TableSpec("features", FEATURES, "window_start", ("date",)),
         TableSpec("log_templates", LOG_TEMPLATES, None, (), ("system", "template_id")),
+        TableSpec("log_template_counts", LOG_TEMPLATE_COUNTS, "window_start", ("date",)),
         TableSpec("service_graph", SERVICE_GRAPH, None, (), ("system", "src", "dst")),
         TableSpec("anomalies", ANOMALIES, "window_start", ("date",), ("anomaly_id",)),
         TableSpec("incidents", INCIDENTS, "start", ("date",), ("incident_id",)),

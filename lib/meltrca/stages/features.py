@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from meltrca.stages.common import add_lake_argument, not_implemented
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Observation
+from pyspark.sql import functions as F
+
+from meltrca.errors import InputError
+from meltrca.features import (
+    FeatureParams,
+    align_window,
+    count_series,
+    event_features,
+    log_features,
+    metric_features,
+    template_summary,
+    template_window_counts,
+    trace_features,
+)
+from meltrca.schemas import BRONZE
+from meltrca.stages.common import add_lake_argument
+from meltrca.templates import assign_templates, mask_messages, mine_templates
+from meltrca.timewindow import TimeWindow
+
+if TYPE_CHECKING:
+    from meltrca.io import Lake
+    from meltrca.jobrunner import JobContext
 
 DESCRIPTION = "Build windowed features (metric, log, trace, event) from the bronze tables."
 
@@ -22,4 +47,88 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.lake
 
 
-execute = not_implemented
+def refresh_log_templates(
+    lake: Lake, logs: DataFrame, *, systems: list[str], window: TimeWindow | None, params: FeatureParams, similarity: float
+) -> int:
+    """Mine templates of the window's logs, write log_template_counts and log_templates; returns lines tagged."""
+    masked = logs.select("system", "service", "ts", "level", "message").transform(mask_messages)
+    masked = masked.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        distinct = masked.groupBy("system", "masked").agg(
+            F.count(F.lit(1)).alias("count"), F.min("message").alias("example")
+        )
+        existing = lake.read("log_templates", systems=systems).select("system", "template_id", "template", "example")
+        matches = mine_templates(distinct, existing, similarity=similarity).persist(StorageLevel.MEMORY_AND_DISK)
+        tagged = assign_templates(masked, matches)
+        obs = Observation("log_template_counts")
+        counts = template_window_counts(tagged, params=params).observe(obs, F.sum("count").alias("lines"))
+        lake.replace_window("log_template_counts", counts, systems=systems, window=window)
+        new_texts = (
+            matches.join(distinct, on=["system", "masked"])
+            .groupBy("system", "template_id")
+            .agg(F.first("template").alias("template"), F.min("example").alias("example"))
+        )
+        texts = existing.unionByName(new_texts.join(existing, on=["system", "template_id"], how="left_anti"))
+        summary = template_summary(lake.read("log_template_counts", systems=systems))
+        table = texts.join(summary, on=["system", "template_id"], how="left").withColumn(
+            "count", F.coalesce(F.col("count"), F.lit(0))
+        )
+        lake.overwrite("log_templates", table, systems=systems)
+        matches.unpersist()
+        return int(obs.get.get("lines") or 0)
+    finally:
+        masked.unpersist()
+
+
+def process(ctx: JobContext) -> None:
+    """Features of every bronze signal in the run window, for the given (or all found) systems."""
+    lake, settings = ctx.lake, ctx.settings
+    params = FeatureParams.from_settings(settings.features)
+    run_window = align_window(ctx.window, params.seconds)
+    only = ctx.systems or None
+    bronze = {t: lake.read(t, systems=only, window=run_window) for t in BRONZE}
+    systems = ctx.systems or sorted(
+        {r[0] for t in BRONZE if lake.exists(t) for r in bronze[t].select("system").distinct().collect()}
+    )
+    if not systems:
+        raise InputError(f"no bronze rows in {lake.root} for window {run_window} (run `meltrca ingest` first)")
+    ctx.systems = systems
+    replace = run_window if (run_window.start or run_window.end) else None
+    if lake.exists("logs"):
+        with ctx.stage("templates") as info:
+            info["rows"] = refresh_log_templates(
+                lake,
+                bronze["logs"],
+                systems=systems,
+                window=replace,
+                params=params,
+                similarity=float(settings.features.templates.similarity),
+            )
+            info["extra"] = f"{lake.read('log_templates', systems=systems).count():,} templates"
+    with ctx.stage("features") as info:
+        known = None
+        if run_window.start is not None and params.fill_zero_counts:
+            before = TimeWindow(run_window.start - timedelta(minutes=params.fill_lookback_minutes), run_window.start)
+            known = count_series(lake.read("features", systems=systems, window=before))
+        parts = [
+            metric_features(bronze["metrics"], params=params),
+            trace_features(bronze["spans"], params=params, known=known),
+            event_features(bronze["events"], params=params),
+        ]
+        if lake.exists("log_template_counts"):
+            counts = lake.read("log_template_counts", systems=systems, window=run_window)
+            summary = lake.read("log_templates", systems=systems)
+            parts.append(log_features(counts, summary, params=params, known=known))
+        features = parts[0]
+        for part in parts[1:]:
+            features = features.unionByName(part)
+        obs = Observation("features")
+        features = features.observe(obs, F.count(F.lit(1)).alias("rows"))
+        lake.replace_window("features", features, systems=systems, window=replace)
+        got = obs.get
+        info["rows"] = int(got.get("rows") or 0)
+        info["extra"] = f"{len(systems)} system(s), window {settings.features.window}"
+
+
+def execute(ctx: JobContext) -> None:
+    process(ctx)

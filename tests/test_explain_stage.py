@@ -229,3 +229,26 @@ def test_changed_incident_gets_an_updated_alert_and_windows_stay_scoped(explaine
     assert lake.read("metadata").count() == 74
     runs = lake.read("metadata").groupBy(F.col("timestamp") >= at(60)).agg(F.collect_set("run_id")).collect()
     assert sorted((r[0], r[1]) for r in runs) == [(False, ["explain-test"]), (True, ["explain-2"])]
+
+
+def test_sibling_aggregates_are_one_signal(spark):
+    """cpu_usage_mean/max of the anomaly's own service are left out; a peer metric is listed once."""
+    from meltrca.explain.correlation import correlated_anomalies
+
+    anomalies = spark.createDataFrame(
+        [("x" * 16, "s", "api", "metric", "cpu_usage_mean")],
+        "anomaly_id string, system string, service string, component string, feature string")
+    membership = spark.createDataFrame([("s", "x" * 16, "i" * 16)], "system string, anomaly_id string, incident_id string")
+    scores = spark.createDataFrame(
+        [("i" * 16, "s", "api", "metric", "cpu_usage_mean", b_svc, b_comp, b_feat, r, 30)
+         for b_svc, b_comp, b_feat, r in [
+             ("api", "metric", "cpu_usage_max", 0.99), ("db", "trace", "latency_p95_ms", 0.7),
+             ("db", "trace", "latency_p99_ms", 0.8), ("db", "metric", "latency_p95_ms_max", -0.9),
+             ("api", "log", "ERROR_count", 0.5)]],
+        "corr_key string, system string, a_service string, a_component string, a_feature string, b_service string, "
+        "b_component string, b_feature string, correlation_score double, points long")
+    (row,) = correlated_anomalies(anomalies, membership, scores, limit=5).collect()
+    assert json.loads(row["correlated_json"]) == [
+        {"service": "db", "metric": "latency_p95_ms_max", "correlation_score": -0.9},
+        {"service": "api", "metric": "ERROR_count", "correlation_score": 0.5},
+    ]

@@ -343,3 +343,13 @@ def test_llm_writer_end_to_end_without_spark():
     assert req.path == "/v1/chat/completions" and req.headers["Authorization"] == "Bearer sk-unit"
     assert req.json()["model"] == "m" and "sk-unit" not in req.body.decode()
     assert "sk-unit" not in repr(writer)
+
+
+def test_template_groups_services_that_deviated_in_the_same_minute():
+    onsets = [{"service": "edge", "onset": "2024-09-26T10:40:00Z", "lag_seconds": 0.0},
+              {"service": "orders", "onset": "2024-09-26T10:40:00Z", "lag_seconds": 0.0},
+              {"service": "db", "onset": "2024-09-26T10:43:00Z", "lag_seconds": 180.0}]
+    text = incident_text(sample_facts(onsets=onsets, log_evidence=[
+        {"service": "db", "level": "WARN", "count": 1, "message": "slow query"}]))
+    assert "edge and orders deviated first, together at 10:40Z, 3 min before db." in text
+    assert 'Top log evidence: 1 WARN line on db such as "slow query".' in text

@@ -105,12 +105,29 @@ def pearson(pairs: DataFrame, features: DataFrame, *, min_points: int = 3) -> Da
     )
 
 
+def metric_base(feature: Column) -> Column:
+    """The metric behind a feature without its aggregate/percentile suffix (latency_p95_ms_max -> latency)."""
+    return F.regexp_replace(feature, r"(_p[0-9]{1,2})?(_ms)?(_(mean|max|min|sum|stddev|p[0-9]{1,2}))?$", "")
+
+
 def correlated_anomalies(anomalies: DataFrame, membership: DataFrame, scores: DataFrame, *, limit: int) -> DataFrame:
-    """(anomaly_id, system, correlated_json): the `limit` peers with the largest |r|, as SPEC §5 items."""
+    """(anomaly_id, system, correlated_json): the `limit` peers with the largest |r|, as SPEC §5 items.
+
+    Aggregates of one metric (cpu_usage_mean/max/p95) are one signal: a peer that is another
+    aggregate of the anomaly's own metric on its own service is left out, and of several
+    aggregates of a peer's metric only the best-correlated one is listed.
+    """
     own = anomalies.join(membership, ["system", "anomaly_id"], "left").select(
         "anomaly_id", "system", F.coalesce("incident_id", "anomaly_id").alias("corr_key"), *_renamed("a")
     )
-    joined = own.join(scores, ["corr_key", "system", "a_service", "a_component", "a_feature"])
+    joined = own.join(scores, ["corr_key", "system", "a_service", "a_component", "a_feature"]).where(
+        ~((F.col("a_service") == F.col("b_service"))
+          & (metric_base(F.col("a_feature")) == metric_base(F.col("b_feature"))))
+    )
+    best = Window.partitionBy("anomaly_id", "system", "b_service", metric_base(F.col("b_feature"))).orderBy(
+        F.desc(F.abs("correlation_score")), "b_feature"
+    )
+    joined = joined.withColumn("_rn", F.row_number().over(best)).where("_rn = 1")
     item = F.struct(
         (-F.abs("correlation_score")).alias("_neg"), F.col("b_service").alias("_s"), F.col("b_feature").alias("_f"),
         F.col("b_service").alias("service"), F.col("b_feature").alias("metric"), "correlation_score",

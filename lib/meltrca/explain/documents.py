@@ -111,8 +111,10 @@ def anomaly_sentence(r: Mapping[str, Any], lo: float | None, hi: float | None, d
     incident = r.get("incident_id")
     if incident:
         first, lag = r.get("first_service"), finite_or_none(r.get("own_lag_seconds"))
-        if first and first != r.get("service") and lag is not None:
+        if first and first != r.get("service") and lag is not None and lag > 0:
             text += f" {first} deviated {duration_phrase(lag)} earlier in incident {incident}."
+        elif first and first != r.get("service") and lag is not None:
+            text += f" It deviated in the same minute as {first}, the first service of incident {incident}."
         elif first == r.get("service"):
             text += f" {first} was the first service to deviate in incident {incident}."
     return text

@@ -35,12 +35,23 @@ def signal_sentence(sig: Mapping[str, Any]) -> str:
     return f"{where} was {value} at {clock(sig.get('at'))}, {dev}"
 
 
+def join_words(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def _onset_sentence(onsets: Sequence[Mapping[str, Any]]) -> str | None:
+    """Who deviated first, and how much earlier than the next services."""
     if not onsets:
         return None
-    first = onsets[0]
-    head = f"{first['service']} deviated first, at {clock(first.get('onset'))}"
-    later = list(onsets[1:3])
+    first_at = onsets[0].get("onset")
+    together = [str(o["service"]) for o in onsets if o.get("onset") == first_at]
+    if len(together) == 1:
+        head = f"{together[0]} deviated first, at {clock(first_at)}"
+    else:
+        head = f"{join_words(together)} deviated first, together at {clock(first_at)}"
+    later = [o for o in onsets if o.get("onset") != first_at][:2]
     if not later:
         return head + "."
     gaps = [f"{duration_phrase(o.get('lag_seconds'))} before {o['service']}" for o in later]
@@ -72,7 +83,9 @@ def _change_sentence(changes: Sequence[Mapping[str, Any]], root: str | None) -> 
 def _log_sentence(logs: Sequence[Mapping[str, Any]], patterns: Sequence[Mapping[str, Any]]) -> str | None:
     if logs:
         top = logs[0]
-        return f"Top log evidence: {fmt_num(top.get('count'))} {top.get('level')} lines on {top.get('service')} such as \"{top.get('message')}\"."
+        lines = "line" if top.get("count") == 1 else "lines"
+        return (f"Top log evidence: {fmt_num(top.get('count'))} {top.get('level')} {lines} on {top.get('service')} "
+                f"such as \"{top.get('message')}\".")
     if patterns:
         p = patterns[0]
         return f"Log pattern behind {p.get('feature')} on {p.get('service')}: \"{p.get('template')}\"."

@@ -353,3 +353,20 @@ def test_template_groups_services_that_deviated_in_the_same_minute():
         {"service": "db", "level": "WARN", "count": 1, "message": "slow query"}]))
     assert "edge and orders deviated first, together at 10:40Z, 3 min before db." in text
     assert 'Top log evidence: 1 WARN line on db such as "slow query".' in text
+
+
+def test_llm_writer_stops_calling_a_dead_endpoint():
+    """After `circuit_breaker` consecutive outages the writer falls back without calling; a bad answer is no outage."""
+    facts = sample_facts()
+    with ScriptedServer(lambda r, n: Reply(503, b"down")) as srv:
+        writer = LLMWriter({"base_url": srv.url, "model": "m", "max_retries": 1, "backoff_seconds": 0.01,
+                            "circuit_breaker": 2})
+        used = [writer.write(facts)[1] for _ in range(4)]
+        assert used == ["template-fallback:http-503"] * 2 + ["template-fallback:circuit-open"] * 2
+        assert len(srv.requests) == 4  # 2 incidents x 2 attempts, then none
+    answers = iter([Reply(503, b""), chat_reply("nonsense"), Reply(503, b""), chat_reply("payments is the root cause.")])
+    with ScriptedServer(lambda r, n: next(answers)) as srv:
+        writer = LLMWriter({"base_url": srv.url, "model": "m", "max_retries": 0, "circuit_breaker": 2})
+        used = [writer.write(facts)[1] for _ in range(4)]
+    assert used == ["template-fallback:http-503", "template-fallback:invalid-response", "template-fallback:http-503",
+                    "llm"]

@@ -226,6 +226,7 @@ CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "explain.llm.max_tokens": _at_least(16),
     "explain.llm.temperature": _between(0, 2),
     "explain.llm.max_response_chars": _at_least(100),
+    "explain.llm.circuit_breaker": _at_least(0),
     "alerts.max_attempts": _at_least(1),
     "alerts.backoff_seconds": _between(0, 60),
     "alerts.timeout_seconds": _between(0, 600, lo_open=True),

@@ -85,8 +85,10 @@ def parse_answer(body: bytes) -> str:
 def check_answer(text: str, facts: Mapping[str, Any], *, max_chars: int, secret: str = "") -> str:
     """A usable explanation: one clean line, long enough, naming the root cause; else LLMFailure."""
     clean = sanitize_text(text, max_chars)
-    if len(clean) < MIN_CHARS:
+    if not clean:
         raise LLMFailure("empty-response")
+    if len(clean) < MIN_CHARS:
+        raise LLMFailure("invalid-response")
     if secret and secret in clean:
         raise LLMFailure("invalid-response")
     root = (facts.get("root_cause") or {}).get("service")
@@ -111,6 +113,8 @@ class LLMWriter:
         self.max_tokens = int(config.get("max_tokens", 400))
         self.temperature = float(config.get("temperature", 0.0))
         self.max_chars = int(config.get("max_response_chars", 1500))
+        self.breaker = int(config.get("circuit_breaker", 3))
+        self._outages = 0
         policy = RetryPolicy(
             attempts=int(config.get("max_retries", 3)) + 1,
             backoff_seconds=float(config.get("backoff_seconds", 1.0)),
@@ -141,9 +145,22 @@ class LLMWriter:
         return check_answer(parse_answer(payload), facts, max_chars=self.max_chars, secret=self._key)
 
     def write(self, facts: Mapping[str, Any]) -> tuple[str, str]:
+        """The LLM's text, or the template's with the reason; after `circuit_breaker` consecutive
+        endpoint failures (timeouts, refused connections, 429/5xx after retries) this writer stops
+        calling and falls back at once (``circuit-open``), so a dead endpoint costs minutes, not hours."""
+        if self.breaker and self._outages >= self.breaker:
+            return incident_text(facts), f"{FALLBACK}:circuit-open"
         try:
-            return self.complete(facts), WRITER
+            text = self.complete(facts)
         except LLMFailure as exc:
+            self._outages = self._outages + 1 if is_outage(exc.reason) else 0
             return incident_text(facts), f"{FALLBACK}:{exc.reason}"
         except Exception as exc:  # anything unexpected still ends with an explanation
             return incident_text(facts), f"{FALLBACK}:{type(exc).__name__.lower()}"
+        self._outages = 0
+        return text, WRITER
+
+
+def is_outage(reason: str) -> bool:
+    """Failures that say the endpoint is unavailable (not that one answer was bad)."""
+    return reason in ("timeout", "connection-error", "http-408", "http-429") or reason.startswith("http-5")

@@ -39,6 +39,7 @@ def llm_config(settings: Settings) -> dict[str, Any]:
         "base_url": e.base_url, "model": e.model, "api_key": key,
         "timeout_seconds": e.timeout_seconds, "max_retries": e.max_retries, "backoff_seconds": e.backoff_seconds,
         "max_tokens": e.max_tokens, "temperature": e.temperature, "max_response_chars": e.max_response_chars,
+        "circuit_breaker": e.circuit_breaker,
     }
 
 

@@ -133,7 +133,7 @@ def test_incident_explanations_cite_numbers_and_keep_rca_columns(explained):
         "the upper bound of its normal range 24-36",
         "payments deviated first, at 10:40Z, 2 min before orders and 3 min before frontend",
         "A deploy on payments at 10:25Z preceded the incident by 14 min (\"rollout payments v2.3.1\")",
-        "20 ERROR lines on payments such as \"Timeout acquiring worker thread after 5000 ms\"",
+        "50 ERROR lines on payments such as \"Timeout acquiring worker thread after 5000 ms\"",
         "Likely causes: A recent change introduced a CPU-heavy code path or setting",
     ):
         assert phrase in a["explanation"]

@@ -272,8 +272,10 @@ def _log_evidence(base: DataFrame, root_service: DataFrame, logs: DataFrame, par
         F.substring("message", 1, params["max_log_chars"] * 2).alias("message"),
     ).where(F.col("level").isin("ERROR", "WARN", "FATAL", "CRITICAL"))
     hit = spans.join(lines, ["system", "service"]).where((F.col("ts") >= F.col("start")) & (F.col("ts") <= F.col("end")))
-    grouped = hit.groupBy("system", "incident_id", "service", "root_service", "level", "message").agg(
-        F.count("*").alias("count")
+    # Lines that differ only in numbers (ids, durations) count as one; the earliest is the example.
+    shape = F.regexp_replace("message", "[0-9]+([.,][0-9]+)*", "#")
+    grouped = hit.groupBy("system", "incident_id", "service", "root_service", "level", shape.alias("_shape")).agg(
+        F.count("*").alias("count"), F.min_by("message", F.struct("ts", "message")).alias("message")
     )
     item = F.struct(
         F.when(F.col("service") == F.col("root_service"), 0).otherwise(1).alias("_root"),

@@ -155,6 +155,8 @@ def test_several_systems_each_with_its_own_topology(spark, tmp_path):
         (["--services", "0"], "config key 'generate.services' must be >= 1"),
         (["--faults", "40", "--duration", "12"], "--faults 40 does not fit in 12 h: at most 13 faults fit"),
         (["--interval", "0"], "config key 'generate.interval' must be >= 1"),
+        (["--end", "2024-09-27T00:00:00Z"], "generate takes --start and --duration; --end is not used"),
+        (["--start", "yesterday"], "--start 'yesterday' is not an ISO-8601 time"),
     ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flags, message):

@@ -176,3 +176,17 @@ def test_propagating_faults_reach_callers():
                                                           "db_connection_pool_exhaustion")]
     assert loud
     assert sum(len(lab["affected_services"]) > 1 for lab in loud) >= len(loud) - 1
+
+
+def test_start_flag_moves_the_timeline():
+    import argparse
+
+    from meltrca.stages.generate import config_overrides
+
+    args = argparse.Namespace(services=4, duration=6.0, interval=None, faults=1, seed=2, systems=None, format=None,
+                              start="2025-03-01T06:30:00Z")
+    settings = load_settings(environ={}, overrides=config_overrides(args))
+    plan = build_plan(settings.generate)
+    assert plan.start == "2025-03-01T06:30:00Z"
+    (lab,) = labels(plan)
+    assert lab["start"] >= "2025-03-01T08:00:00Z" and lab["end"] <= "2025-03-01T12:15:00Z"

@@ -18,11 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--services", type=int, help="number of services per system (default 3)")
     p.add_argument("--duration", type=float, help="hours of telemetry (default 12)")
     p.add_argument("--interval", type=int, help="minutes between metric samples (default 1)")
-    p.add_argument("--faults", type=int, help="faults to inject per system")
+    p.add_argument("--faults", type=int, help="faults to inject per system (default 3; after a fault-free first 25%%, "
+                                             "10-40 min each, 30 min apart: more than fit is an error)")
     p.add_argument("--seed", type=int, help="random seed (same seed, same output)")
     p.add_argument("--systems", type=int, help="number of monitored systems to generate (named shop-1, shop-2, ...)")
     p.add_argument("--format", choices=["parquet", "delta"], help="table format (default delta)")
-    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="output folder: metrics/ spans/ logs/ events/ tables, labels.json, topology.json "
+                        "(--start sets the first timestamp, default generate.start)")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -172,3 +172,28 @@ def test_indicator_kinds(settings, feature, kind):
     assert k.kind("log", "ERROR_count") == "log_errors"
     assert k.kind("event", "deploy_count") == "change"
     assert not k.is_intrinsic("trace", "edge:db:cpu_usage")
+
+
+def test_load_surge_without_errors_is_not_an_incident(settings):
+    def up(service, feature, minute, component="metric"):
+        r = anomaly(service, feature, minute, 0.999, component=component, value=300.0)
+        r["expected_high"] = 200.0
+        return r
+
+    surge = [up(s, "request_rate_mean", m) for s in ("front", "api", "db") for m in (0, 1, 2)]
+    surge += [up("db", "latency_p50_ms_mean", 1)]  # load-driven latency, no errors
+    assert rank(surge, settings).empty
+    # The same surge with errors piling up is an incident.
+    broken = surge + [up("db", "error_ratio", m, component="trace") for m in (1, 2)]
+    assert len(rank(broken, settings)) == 1
+    # So is a surge right after a deploy on one of its services.
+    deployed = [*surge, anomaly("api", "deploy_count", -3, 1.0, component="event")]
+    assert len(rank(deployed, settings)) == 1
+
+
+def test_persistent_own_trouble_beats_sporadic_callee_views(settings):
+    # front's cpu is anomalous throughout; its calls to api look slow in one window only.
+    rows = [anomaly("front", "cpu_usage_mean", m, 0.999) for m in range(10)]
+    rows.append(anomaly("front", "edge:api:latency_p99_ms", 0, 0.999, component="trace"))
+    causes = rank(rows, settings).iloc[0]["root_causes"]
+    assert [c["service"] for c in causes] == ["front", "api"]

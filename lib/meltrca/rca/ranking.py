@@ -4,9 +4,11 @@ Each candidate service of an incident (a service with anomalies, or a callee who
 edge stats are anomalous) gets six evidence terms in [0, 1], combined with ``rca.weights``:
 
 - explains:   share of the incident's other anomalous services that call it, directly or
-              transitively (a callee's failure explains its callers' symptoms, not the reverse).
+              transitively (a callee's failure explains its callers' symptoms, not the reverse);
+              1 when it is the only anomalous service.
 - deepest:    1 / (1 + troubled services it calls (own anomalies or callers' edge stats about
-              them) that were already troubled when it was; half weight for later ones); the
+              them) that were already troubled when it was; half weight for later ones, and
+              weight scaled down when a callee is troubled in fewer windows than it is); the
               root sits at the bottom of the troubled part of the call graph.
 - precedence: exp(-(onset - incident start) / rca.precedence_minutes); who started first.
 - intrinsic:  best score among its *own* trouble (cpu, memory, pool, gc, threads, new error
@@ -15,9 +17,15 @@ edge stats are anomalous) gets six evidence terms in [0, 1], combined with ``rca
 - change:     a deploy / config change / restart / scale on it from ``rca.change_lookback_minutes``
               before the incident until its end (1 for deploy/config, 0.6 for restart/scale).
 - strength:   mean of its three strongest anomaly scores (half weight when it is only seen
-              through its callers' edge stats).
+              through its callers' edge stats), times sqrt(coverage): the share of the
+              incident's windows in which it shows trouble (a fault persists; noise blips).
 
 Score = weighted mean of the terms. Ties break on onset, then name.
+
+Admission: an incident needs ``rca.min_anomalies`` anomalies (or one at ``rca.min_peak_score``),
+and is dropped as a *load surge* when traffic rose first on at least ``rca.surge_service_share``
+of its services, no change event preceded it and at most ``rca.surge_max_error_share`` of its
+anomalies are errors or new error patterns: everything got busier at once and nothing broke.
 """
 
 from __future__ import annotations
@@ -36,6 +44,13 @@ from meltrca.indicators import IndicatorKinds, parse_edge_feature
 SEVERITIES = ("low", "medium", "high", "critical")
 STRONG_CHANGES = ("deploy", "config_change")
 TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength")
+ERROR_KINDS = ("errors", "log_errors", "log_pattern")
+
+
+def _above(row: Mapping[str, Any]) -> bool:
+    """The value is above its expected range (an increase, not a drop)."""
+    hi, v = row.get("expected_high"), row.get("value")
+    return v is not None and hi is not None and math.isfinite(v) and math.isfinite(hi) and v > hi
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,8 @@ class RankingParams:
     slack_s: float = 60.0
     min_anomalies: int = 2
     min_peak_score: float = 0.995
+    surge_service_share: float = 0.5
+    surge_max_error_share: float = 0.1
     top_k: int = 5
 
     @classmethod
@@ -63,6 +80,8 @@ class RankingParams:
             slack_s=float(rca["time_tolerance_minutes"]) * 60 / 3,
             min_anomalies=int(rca["min_anomalies"]),
             min_peak_score=float(rca["min_peak_score"]),
+            surge_service_share=float(rca["surge_service_share"]),
+            surge_max_error_share=float(rca["surge_max_error_share"]),
             top_k=int(rca["top_k"]),
         )
 
@@ -77,9 +96,16 @@ class Candidate:
     score: float = 0.0
 
     @property
+    def evidence_rows(self) -> list[Mapping[str, Any]]:
+        return self.own or self.seen_by_callers
+
+    @property
     def onset(self) -> datetime:
-        rows = self.own or self.seen_by_callers
-        return min(r["window_start"] for r in rows)
+        return min(r["window_start"] for r in self.evidence_rows)
+
+    @property
+    def windows(self) -> int:
+        return len({r["window_start"] for r in self.evidence_rows})
 
 
 def incident_id(system: str, start: datetime, first_service: str) -> str:
@@ -111,6 +137,22 @@ class IncidentRanker:
     def admitted(self, rows: Sequence[Mapping[str, Any]]) -> bool:
         return len(rows) >= self.p.min_anomalies or max(r["ensemble_score"] for r in rows) >= self.p.min_peak_score
 
+    def load_surge(self, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> bool:
+        """Traffic rose first on most services, nothing changed, (almost) nothing failed."""
+        if changes:
+            return False
+        kinds = [self.kinds.kind(r["component"], r["feature"]) for r in rows]
+        up = [r for r, k in zip(rows, kinds, strict=True) if k == "traffic" and _above(r)]
+        if not up:
+            return False
+        services = {r["service"] for r in rows}
+        if len({r["service"] for r in up}) < self.p.surge_service_share * len(services):
+            return False
+        errors = sum(1 for r, k in zip(rows, kinds, strict=True) if k in ERROR_KINDS and _above(r))
+        if errors > self.p.surge_max_error_share * len(rows):
+            return False
+        return min(r["window_start"] for r in up) <= min(r["window_start"] for r in rows) + pd.Timedelta(seconds=self.p.slack_s)
+
     def candidates(self, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> list[Candidate]:
         cands: dict[str, Candidate] = {}
         for r in rows:
@@ -123,17 +165,18 @@ class IncidentRanker:
                 cands[ch["service"]].changes.append(ch)
         return list(cands.values())
 
-    def score(self, cands: list[Candidate], start: datetime) -> None:
+    def score(self, cands: list[Candidate], start: datetime, n_windows: int) -> None:
         w = self.p.weights
         anomalous = {c.service: c for c in cands if c.own}
         for c in cands:
             others = [s for s in anomalous if s != c.service]
             callers = [s for s in others if (s, c.service) in self.reach]
             onset = c.onset
+            coverage = c.windows / max(n_windows, 1)
             # Callees in trouble (their own anomalies, or callers' edge stats about them) that
             # were already in trouble when this one started explain it away.
             blocking = [
-                1.0 if (d.onset - onset).total_seconds() <= self.p.slack_s else 0.5
+                (1.0 if (d.onset - onset).total_seconds() <= self.p.slack_s else 0.5) * min(1.0, d.windows / c.windows)
                 for d in cands
                 if d is not c and (c.service, d.service) in self.reach
             ]
@@ -143,12 +186,12 @@ class IncidentRanker:
                 scores = [0.5 * r["ensemble_score"] for r in sorted(c.seen_by_callers, key=lambda r: -r["ensemble_score"])]
             change = max((1.0 if ch["feature"].removesuffix("_count") in STRONG_CHANGES else 0.6 for ch in c.changes), default=0.0)
             c.terms = {
-                "explains": len(callers) / len(others) if others else 0.0,
+                "explains": len(callers) / len(others) if others else 1.0,
                 "deepest": 1.0 / (1.0 + sum(blocking)),
                 "precedence": math.exp(-max(0.0, (onset - start).total_seconds()) / self.p.precedence_s),
                 "intrinsic": max(intrinsic, default=0.0),
                 "change": change,
-                "strength": sum(scores[:3]) / min(3, len(scores)) if scores else 0.0,
+                "strength": (sum(scores[:3]) / min(3, len(scores)) if scores else 0.0) * math.sqrt(coverage),
             }
             total_w = sum(w.get(t, 0.0) for t in TERMS) or 1.0
             c.score = sum(w.get(t, 0.0) * c.terms[t] for t in TERMS) / total_w
@@ -198,8 +241,10 @@ class IncidentRanker:
         end = max(r["window_end"] for r in rows)
         lo = start - pd.Timedelta(seconds=self.p.change_lookback_s)
         near = [ch for ch in changes if lo <= ch["window_start"] <= end]
+        if self.load_surge(rows, [ch for ch in near if ch["service"] in {r["service"] for r in rows}]):
+            return None
         cands = self.candidates(rows, near)
-        self.score(cands, start)
+        self.score(cands, start, len({r["window_start"] for r in rows}))
         first = min((c for c in cands if c.own), key=lambda c: (c.onset, c.service))
         n_anomalous = sum(1 for c in cands if c.own)
         root_causes = [

@@ -33,7 +33,8 @@ def at(i: int) -> datetime:
 
 def feature_rows() -> list[tuple]:
     """Two systems. shop: db CPU saturates at 08:20 (after a deploy at 08:18), api errors follow;
-    bank: one service whose latency doubles at 10:00; batch (shop) lives only 25 minutes."""
+    bank: one service whose latency doubles at 10:00; batch (shop) lives only 25 minutes and
+    saturates in its last minutes (cold start)."""
     rng = np.random.default_rng(42)
     rows: list[tuple] = []
 
@@ -59,7 +60,7 @@ def feature_rows() -> list[tuple]:
     add("shop", "db", 498, "event", "deploy_count", 1)
     add("shop", "cache", 100, "event", "scale_count", 0)  # a zero count is no event
     for i in range(N - 25, N):
-        add("shop", "batch", i, "metric", "cpu_usage_mean", 500.0 if i == N - 3 else 20 + (i % 3))
+        add("shop", "batch", i, "metric", "cpu_usage_mean", 500.0 if i in (N - 4, N - 3) else 20 + (i % 3))
     return rows
 
 
@@ -119,10 +120,10 @@ def test_detect_finds_the_faults_and_passes_change_events_through(spark, first_r
         ("shop", "api", "log", "ERROR_count", "error_burst"): (510, 524, 15),
         ("bank", "ledger", "trace", "latency_p95_ms", "latency_degradation"): (600, 629, 30),
         ("shop", "db", "event", "deploy_count", "change_event"): (498, 498, 1),
-        ("shop", "batch", "metric", "cpu_usage_mean", "resource_saturation"): (N - 3, N - 3, 1),
+        ("shop", "batch", "metric", "cpu_usage_mean", "resource_saturation"): (N - 4, N - 3, 2),
     }
     assert first_run.systems == ["bank", "shop"]
-    assert first_run.counts["anomalies"] == anomalies.count() == 87
+    assert first_run.counts["anomalies"] == anomalies.count() == 88
     rows = anomalies.collect()
     for r in rows:
         assert r["anomaly_id"] == expected_id(r["system"], r["service"], r["component"], r["feature"], r["window_start"])
@@ -222,7 +223,7 @@ def test_fit_on_a_window_then_score_later_windows_without_refitting(spark, fast_
         ("shop", "api", "log", "ERROR_count", "error_burst"): (510, 524, 15),
         ("shop", "db", "event", "deploy_count", "change_event"): (498, 498, 1),
         # batch has no saved model: scored cold-start on its own first windows
-        ("shop", "batch", "metric", "cpu_usage_mean", "resource_saturation"): (N - 3, N - 3, 1),
+        ("shop", "batch", "metric", "cpu_usage_mean", "resource_saturation"): (N - 4, N - 3, 2),
     }
 
 

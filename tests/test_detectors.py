@@ -59,7 +59,7 @@ def test_zscore_flags_a_spike_at_its_index_only():
 
 def test_zscore_flags_a_level_shift_for_its_whole_duration():
     cols = service(2)
-    cols["metric|cpu_usage_mean"][800:950] += 10
+    cols["metric|cpu_usage_mean"][800:950] += 15
     X = frame(cols)
     det = RobustZScore().fit(X.iloc[:NB])
     assert flagged(det, X) == list(range(800, 950))
@@ -136,16 +136,17 @@ def test_isolation_forest_finds_deviations_that_only_stand_out_together():
     X.iloc[1200:1215, 0] += 2 * 3.5
     X.iloc[1200:1215, 2] += 4 * 3.5
     X.iloc[1200:1215, 4] += 6
-    det = IsolationForestDetector(threshold=0.6).fit(X.iloc[:800])
-    assert det.families() == ["log:unusual_frequency", "metric:resource_saturation", "trace:error_burst",
-                              "trace:latency_degradation"]
+    # On its own the forest is a weak witness (its scores saturate at the baseline's edge), so it
+    # is asked at a low threshold here; what matters is that it ranks the joint deviation first.
+    det = IsolationForestDetector(threshold=0.1).fit(X.iloc[:800])
+    assert det.families() == ["error_burst", "latency_degradation", "resource_saturation", "unusual_frequency"]
     hits = flagged(det, X)
-    assert len(hits) >= 6 and set(hits) <= set(range(1200, 1215))
+    assert len(hits) >= 8 and set(hits) <= set(range(1200, 1215))
     # The per-feature z-score sees almost none of it: no feature alone is extreme.
     assert len(flagged(RobustZScore().fit(X.iloc[:800]), X)) <= 2
     # Ranking: most of the 10 highest-scoring windows are joint-deviation windows.
     top = np.argsort(-det.decision_function(X))[:10]
-    assert sum(1200 <= i < 1215 for i in top) >= 8
+    assert all(1200 <= i < 1215 for i in top)
 
 
 def test_isolation_forest_is_quiet_on_seasonal_data_and_excludes_baseline_contamination():
@@ -198,6 +199,27 @@ def test_baseline_scale_floors_keep_counts_and_constants_finite():
     X = frame({"log|ERROR_count": np.zeros(100), "metric|cpu_usage_mean": np.full(100, 3.0)})
     b = SeriesBaseline().fit(X)
     assert b.scale_.tolist() == [1.0, pytest.approx(3e-3)]
-    low, high = b.expected_range(X.index[:1], 3.5)
+    low, high = b.expected_range(X.iloc[:1], 3.5)
     assert low.tolist() == [[0.0, pytest.approx(3.0 - 0.0105)]]
     assert high.tolist() == [[3.5, pytest.approx(3.0 + 0.0105)]]
+
+
+def test_load_driven_features_follow_the_traffic_so_a_surge_is_not_a_fault():
+    rng = np.random.default_rng(11)
+    n = 2 * 1440
+    t = np.arange(n)
+    rate = 100 + 50 * np.sin(2 * np.pi * t / 1440) + rng.normal(0, 2, n)
+    rate[2000:2025] *= 1.6  # a benign traffic surge
+    cpu = 5 + 0.3 * rate + rng.normal(0, 1, n)
+    cpu[2400:2430] += 20  # CPU hog: the same CPU rise without the traffic
+    X = frame({"metric|request_rate_mean": rate, "metric|cpu_usage_mean": cpu,
+               "log|INFO_count": rng.poisson(rate / 2).astype(float)})
+    det = RobustZScore().fit(X.iloc[:1440])
+    base = det.baseline_
+    assert base.features[base.load_] == "metric|request_rate_mean"
+    assert np.isfinite(base.slope_).tolist() == [False, True, True]  # CPU and log volume follow traffic
+    assert base.slope_[1] == pytest.approx(0.3, abs=0.02)
+    flags = det.feature_flags(X)
+    cpu_hits = np.flatnonzero(flags[:, 1]).tolist()
+    assert cpu_hits == list(range(2400, 2430))  # the hog, not the surge
+    assert np.flatnonzero(flags[:, 2]).tolist() == []

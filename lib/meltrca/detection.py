@@ -67,6 +67,7 @@ def detection_plan(settings: Settings, *, window_seconds: int) -> dict[str, Any]
         "min_history": int(d.min_history),
         "baseline_fraction": float(d.baseline_fraction),
         "level_shift_windows": int(d.level_shift_windows),
+        "min_duration_windows": int(d.min_duration_windows),
         "weights": {k: float(v) for k, v in d.ensemble.weights.items()},
         "window_seconds": int(window_seconds),
         "zscore": {"threshold": float(m.zscore.threshold), "rolling_window": int(m.zscore.rolling_window)},

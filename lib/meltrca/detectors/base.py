@@ -70,7 +70,7 @@ class Detector(ABC):
             clean: np.ndarray | None = None) -> Detector:
         """Fit on baseline windows X. `clean` (bool per row) excludes suspected anomalies from learning."""
         self.baseline_ = baseline or SeriesBaseline(self.rolling_window, self.window_seconds).fit(X)
-        Z = self.baseline_.transform(X)
+        Z = self.baseline_.evidence(self.baseline_.transform(X))
         ok = np.ones(len(X), dtype=bool) if clean is None else np.asarray(clean, dtype=bool)
         ok = self._fit_core(Z, ok)
         self.decision_scores_ = self._score_core(Z)
@@ -80,9 +80,10 @@ class Detector(ABC):
         return self
 
     def standardize(self, X: pd.DataFrame) -> np.ndarray:
+        """Directional standardised residuals (see SeriesBaseline.evidence)."""
         if self.baseline_ is None:
             raise RuntimeError(f"{self.name} detector is not fitted")
-        return self.baseline_.transform(X)
+        return self.baseline_.evidence(self.baseline_.transform(X))
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         return self._score_core(self.standardize(X))

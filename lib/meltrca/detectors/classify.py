@@ -40,6 +40,15 @@ def feature_kind(feature: str) -> str:
     return "other"
 
 
+def upward_only(feature: str) -> bool:
+    """Errors, latency, resource use and new log patterns are trouble only when they go *up*:
+    memory falling after a restart or latency falling is no incident. Volumes count both ways."""
+    for _, pattern, needs_up in _FEATURE_TYPES:
+        if pattern.search(feature):
+            return needs_up
+    return False
+
+
 def anomaly_type(feature: str, direction: float, run_length: int, *, level_shift_windows: int) -> str:
     """Type of one anomalous (feature, window): meaning first, then shape."""
     up = direction > 0

@@ -1,15 +1,19 @@
-"""Isolation Forest over a service's multivariate deviation profile (windows x feature families).
+"""Isolation Forest over a service's multivariate deviation profile (windows x feature kinds).
 
 Isolation Forest picks a random feature per split, so over a raw matrix of 50-100 features a
 fault that moves five of them is almost never isolated: the irrelevant dimensions drown it
 (measured: 8 sigma on 3 of 60 Gaussian features scores like a normal window). The forest
-therefore sees one column per feature *family* of the service — component x meaning (metric
-resources, trace latency, log errors, log templates, volumes, ...) — holding log(1 + the
-largest |z| in the family) for the window. What it adds over the per-feature z-score is
-co-occurrence: latency, errors and resources a little off *together* is rarer than any of them
-alone. Its scores saturate at the baseline's most isolated windows (a forest cannot isolate a
-point beyond its training range faster than the range's edge), so on its own it speaks up only
-for combinations the baseline never showed; in the ensemble it adds evidence.
+therefore sees one column per feature *kind* of the service (errors, latency, resources,
+volumes, log patterns, other — see classify.feature_kind) holding log(1 + the largest
+directional |z| of that kind in the window). What it adds over the per-feature z-score is
+co-occurrence: latency, errors and resources a little off *together* is rarer than any alone.
+
+A forest cannot isolate a point beyond its training range faster than the range's edge, so its
+scores saturate at the baseline's most isolated windows. Each tree therefore grows on the whole
+baseline plus one anchor per kind at the clip limit (|z| = 20): split values can then fall
+beyond the baseline's range and a window far outside it is isolated in a split or two. Even so
+the forest is a weak witness on its own (its calibrated scores rarely reach the threshold); in
+the ensemble it adds evidence.
 
 ``contamination`` is the share of baseline windows presumed anomalous: the forest is refitted
 without them, so faults inside the baseline do not teach it that faults are normal.
@@ -22,15 +26,14 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from meltrca.detectors.base import Detector, model_inputs
+from meltrca.detectors.base import CLIP_Z, Detector, model_inputs
 from meltrca.detectors.baseline import KEY_SEP
 from meltrca.detectors.classify import feature_kind
 
 
 def feature_family(key: str) -> str:
-    """'trace|edge:db:latency_p95_ms' -> 'trace:latency_degradation'."""
-    component, _, feature = key.partition(KEY_SEP)
-    return f"{component}:{feature_kind(feature)}"
+    """'trace|edge:db:latency_p95_ms' -> 'latency_degradation' (the kind, whatever the signal)."""
+    return feature_kind(key.partition(KEY_SEP)[2])
 
 
 class IsolationForestDetector(Detector):
@@ -46,11 +49,17 @@ class IsolationForestDetector(Detector):
     def _forest(self, n: int) -> IsolationForest:
         return IsolationForest(
             n_estimators=self.n_estimators,
-            max_samples=min(256, max(n, 1)),
+            max_samples=max(n, 1),
             contamination="auto",
             random_state=self.seed,
             n_jobs=1,
         )
+
+    def _grow(self, P: np.ndarray) -> IsolationForest:
+        """A forest on the baseline plus one anchor per family at the clip limit (see module doc)."""
+        anchors = np.eye(P.shape[1]) * np.log1p(CLIP_Z)
+        data = np.vstack([P, anchors])
+        return self._forest(len(data)).fit(data)
 
     def families(self) -> list[str]:
         return sorted({feature_family(f) for f in self.baseline_.features})
@@ -69,13 +78,13 @@ class IsolationForestDetector(Detector):
     def _fit_core(self, Z: np.ndarray, clean: np.ndarray) -> np.ndarray:
         P = self.profile(Z)
         rows = clean if clean.sum() >= 2 else np.ones(len(P), dtype=bool)
-        self.model_ = self._forest(int(rows.sum())).fit(P[rows])
+        self.model_ = self._grow(P[rows])
         # Drop the `contamination` most isolated baseline windows and learn again without them.
         scores = -self.model_.score_samples(P)
         cut = np.quantile(scores[rows], 1.0 - self.contamination) if rows.any() else np.inf
         kept = rows & (scores < cut)
         if kept.sum() >= 2 and kept.sum() < rows.sum():
-            self.model_ = self._forest(int(kept.sum())).fit(P[kept])
+            self.model_ = self._grow(P[kept])
             return kept
         return rows
 

@@ -10,7 +10,9 @@ feature for the z-score, per window for Isolation Forest and the LSTM. A row's c
 probability is the weighted geometric mean  p = exp(sum_d w_d ln p_d / sum_d w_d), and
 ensemble_score = (1 - p) ** block. One detector that is merely unusual cannot carry a row;
 one that is overwhelming, or several that agree, can. Rows are emitted for features that
-deviate by at least zscore.threshold robust sigmas (plus each window's most deviant feature).
+deviate by at least zscore.threshold robust sigmas in the direction that means trouble (plus
+each window's most deviant feature), and only where the service stays anomalous for at least
+min_duration_windows windows: a lone one-window blip is not an incident.
 
 The plan is a plain dict (see meltrca.detection.detection_plan): no settings objects, no
 sessions — it is what Spark ships to executors.
@@ -69,9 +71,21 @@ def to_matrix(rows: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
     counts = [c for c in wide.columns if is_count_feature(c)]
     if counts:
         filled = wide[counts].fillna(0.0)
-        wide[counts] = filled.where(present[:, None], np.nan)
+        filled.loc[~present] = np.nan
+        wide[counts] = filled
     wide.columns = [str(c) for c in wide.columns]
     return wide.sort_index(axis=1)
+
+
+def persistent(flags: np.ndarray, min_windows: int) -> np.ndarray:
+    """Flags that belong to at least `min_windows` flagged windows within a span of 2*min_windows-1
+    around them: an isolated one-window blip (a lone error burst) is not an incident."""
+    flags = np.asarray(flags, dtype=bool)
+    if min_windows <= 1 or not flags.any():
+        return flags
+    width = 2 * min_windows - 1
+    near = np.convolve(flags.astype(int), np.ones(width, dtype=int), mode="same")
+    return flags & (near >= min_windows)
 
 
 def make_detector(name: str, plan: Mapping[str, Any], seed: int) -> Detector:
@@ -148,7 +162,7 @@ def score_service(
         return pd.DataFrame(columns=ROW_COLUMNS)
     first = detectors[names[0]]
     base = first.baseline_
-    Z = base.transform(X)
+    Z = first.standardize(X)
     absz = np.abs(np.nan_to_num(Z, nan=0.0))
     n, k = Z.shape
     weights = plan["weights"]
@@ -171,15 +185,16 @@ def score_service(
         top = np.argmax(absz, axis=1)
         cand[np.arange(n), top] |= np.isfinite(Z[np.arange(n), top])
     cand &= np.isfinite(Z)
-    if emit is not None:
-        cand &= np.asarray(emit, dtype=bool).reshape(-1, 1)
     flagged = cand & (ensemble >= float(plan["threshold"]))
+    flagged &= persistent(flagged.any(axis=1), int(plan["min_duration_windows"])).reshape(-1, 1)
+    if emit is not None:
+        flagged &= np.asarray(emit, dtype=bool).reshape(-1, 1)
     if not flagged.any():
         return pd.DataFrame(columns=ROW_COLUMNS)
 
     runs = run_lengths(flagged)
     ii, jj = np.nonzero(flagged)
-    low, high = base.expected_range(X.index, min_z)
+    low, high = base.expected_range(X, min_z)
     values = X.reindex(columns=base.features).to_numpy(dtype=float)
     keys = [base.features[j] for j in jj]
     comp = [key.split(KEY_SEP, 1)[0] for key in keys]

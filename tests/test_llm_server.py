@@ -84,10 +84,14 @@ class ScriptedServer:
                     n = len(owner.requests)
                     owner.inflight += 1
                     owner.max_inflight = max(owner.max_inflight, owner.inflight)
+                counted = True
                 try:
                     reply = owner.respond(req, n)
                     if reply.delay:
                         time.sleep(reply.delay)
+                    with owner._lock:  # done before answering: the client cannot start its next call earlier
+                        owner.inflight -= 1
+                        counted = False
                     if reply.drop:
                         self.close_connection = True
                         return
@@ -104,8 +108,9 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
-                    with owner._lock:
-                        owner.inflight -= 1
+                    if counted:
+                        with owner._lock:
+                            owner.inflight -= 1
 
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)

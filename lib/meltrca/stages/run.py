@@ -1,11 +1,22 @@
-"""`meltrca run`: the whole pipeline on the embedded lake under --output."""
+"""`meltrca run`: the whole pipeline on the embedded lake under --output.
+
+ingest -> features -> detect -> rca -> explain (metadata, incidents, alerts, JSON export) ->
+report, all in one Spark session, each stage printing its progress line and recorded in `runs`.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
-from meltrca.stages.common import add_detection_arguments, detection_overrides, not_implemented
+from pyspark.sql import functions as F
+
+from meltrca.stages import detect, explain, features, ingest, rca, report
+from meltrca.stages.common import add_detection_arguments, detection_overrides
+
+if TYPE_CHECKING:
+    from meltrca.jobrunner import JobContext
 
 DESCRIPTION = "Run ingest -> features -> detect -> rca -> explain -> export -> report into --output."
 
@@ -14,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, metavar="DIR", help="bronze folder (from generate) or files for --source")
     p.add_argument("--source", metavar="YAML", help="source mapping for --input (default: bronze tables)")
     p.add_argument("--output", required=True, metavar="DIR", help="results folder (lake + JSON + report)")
+    p.add_argument("--system", help="monitored system name for a --source mapping (overrides the mapping's)")
     add_detection_arguments(p)
     p.add_argument("--incremental", action="store_true", help="only windows after the last successful run")
 
@@ -26,4 +38,56 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.output
 
 
-execute = not_implemented
+def process(ctx: JobContext, *, input: str, source: str | None = None, system: str | None = None) -> dict[str, Any]:
+    """Every stage in order on ctx.lake; returns the summary that is also printed."""
+    ingest.process(ctx, source=source or "bronze", path=input, system=system)
+    features.process(ctx)
+    detect.process(ctx, mode="fit_score")
+    rca.process(ctx)
+    explain.process(ctx, output=ctx.lake_root)
+    report.process(ctx)
+    summary = summarize(ctx)
+    print_summary(summary)
+    return summary
+
+
+def summarize(ctx: JobContext) -> dict[str, Any]:
+    """Incidents found and their top root causes, most severe first."""
+    incidents = ctx.lake.read("incidents", systems=ctx.systems or None, window=ctx.window)
+    order = F.when(F.col("severity") == "critical", 0).when(F.col("severity") == "high", 1).when(
+        F.col("severity") == "medium", 2
+    ).otherwise(3)
+    rows = incidents.orderBy(order, "start").select("system", "incident_id", "start", "severity", "root_causes").collect()
+    return {
+        "output": ctx.lake_root,
+        "anomalies": ctx.counts.get("anomalies"),
+        "incidents": len(rows),
+        "top": [
+            {
+                "system": r["system"],
+                "incident_id": r["incident_id"],
+                "start": r["start"],
+                "severity": r["severity"],
+                "root_cause": r["root_causes"][0]["service"] if r["root_causes"] else None,
+                "indicator": r["root_causes"][0]["indicator"] if r["root_causes"] else None,
+            }
+            for r in rows
+        ],
+    }
+
+
+def print_summary(summary: dict[str, Any], limit: int = 10) -> None:
+    out = sys.stdout
+    print(f"\nmeltrca run: {summary['incidents']} incident(s) in {summary['output']}", file=out)
+    for t in summary["top"][:limit]:
+        print(
+            f"  {t['severity']:<8} {t['start']:%Y-%m-%d %H:%M}  {t['system']:<12} root cause: {t['root_cause']}"
+            f" ({t['indicator']})",
+            file=out,
+        )
+    if len(summary["top"]) > limit:
+        print(f"  ... and {len(summary['top']) - limit} more (see incidents.jsonl / report.html)", file=out)
+
+
+def execute(ctx: JobContext) -> None:
+    process(ctx, input=ctx.args.input, source=ctx.args.source, system=ctx.args.system)

@@ -1,5 +1,6 @@
-"""Incidents: link anomalies close in time on the same or neighbouring services, take connected
-components (lib/meltrca/graph.py), then rank each incident's root causes per system."""
+"""Incidents: link troubled (service, window) nodes close in time on the same or neighbouring
+services, take connected components (lib/meltrca/graph.py), then rank each incident's root
+causes per system."""
 
 from __future__ import annotations
 
@@ -29,11 +30,19 @@ def neighbours(edges: DataFrame) -> DataFrame:
     return e.unionByName(e.select("system", F.col("b").alias("a"), F.col("a").alias("b"))).distinct()
 
 
-def link_anomalies(anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int) -> DataFrame:
-    """(src, dst) pairs of anomaly ids: same system, at most `tolerance_s` apart, same or adjacent service."""
-    a = anomalies.select(
-        "anomaly_id", "system", "service", F.unix_timestamp("window_start").alias("t")
-    ).withColumn("bucket", F.floor(F.col("t") / F.lit(max(tolerance_s, 1))))
+def trouble_nodes(signals: DataFrame) -> DataFrame:
+    """One graph vertex per (system, service, window) with anomalies: a fault lights up dozens of
+    features at once, and linking those nodes instead of every anomaly pair keeps the join small."""
+    return signals.select(
+        "system", "service", "window_start", F.concat_ws(SEP, "system", "service", F.col("window_start").cast("string")).alias("id")
+    ).distinct()
+
+
+def link_nodes(nodes: DataFrame, edges: DataFrame, *, tolerance_s: int) -> DataFrame:
+    """(src, dst) node pairs: same system, at most `tolerance_s` apart, same or adjacent service."""
+    a = nodes.select("id", "system", "service", F.unix_timestamp("window_start").alias("t")).withColumn(
+        "bucket", F.floor(F.col("t") / F.lit(max(tolerance_s, 1)))
+    )
     left = a.select([F.col(c).alias(f"l_{c}") for c in a.columns])
     right = a.withColumn("bucket", F.explode(F.array(F.col("bucket") - 1, F.col("bucket"), F.col("bucket") + 1)))
     right = right.select([F.col(c).alias(f"r_{c}") for c in right.columns])
@@ -41,7 +50,7 @@ def link_anomalies(anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int) 
         right,
         (F.col("l_system") == F.col("r_system"))
         & (F.col("l_bucket") == F.col("r_bucket"))
-        & (F.col("l_anomaly_id") < F.col("r_anomaly_id"))
+        & (F.col("l_id") < F.col("r_id"))
         & (F.abs(F.col("l_t") - F.col("r_t")) <= tolerance_s),
     )
     nb = neighbours(edges).select(F.col("system").alias("n_system"), F.col("a").alias("n_a"), F.col("b").alias("n_b"))
@@ -50,15 +59,17 @@ def link_anomalies(anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int) 
         (F.col("l_system") == F.col("n_system")) & (F.col("l_service") == F.col("n_a")) & (F.col("r_service") == F.col("n_b")),
         "left",
     ).where((F.col("l_service") == F.col("r_service")) | F.col("n_a").isNotNull())
-    return linked.select(F.col("l_anomaly_id").alias("src"), F.col("r_anomaly_id").alias("dst")).distinct()
+    return linked.select(F.col("l_id").alias("src"), F.col("r_id").alias("dst")).distinct()
 
 
 def group_incidents(anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int, engine: str) -> DataFrame:
-    """Non-event anomalies with `incident_key` = their connected component (smallest member id)."""
+    """Non-event anomalies with `incident_key` = the connected component of their trouble node."""
     signals = anomalies.where(F.col("component") != "event")
-    links = link_anomalies(signals, edges, tolerance_s=tolerance_s)
-    comps = connected_components(signals.select(F.col("anomaly_id").alias("id")), links, engine=engine)
-    return signals.join(comps.select(F.col("id").alias("anomaly_id"), F.col("component").alias("incident_key")), "anomaly_id")
+    nodes = trouble_nodes(signals).localCheckpoint()
+    links = link_nodes(nodes, edges, tolerance_s=tolerance_s)
+    comps = connected_components(nodes.select("id"), links, engine=engine)
+    keyed_nodes = nodes.join(comps, "id").select("system", "service", "window_start", F.col("component").alias("incident_key"))
+    return signals.join(keyed_nodes, ["system", "service", "window_start"])
 
 
 def system_reachability(edges: DataFrame, *, engine: str) -> DataFrame:

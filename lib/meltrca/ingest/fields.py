@@ -136,7 +136,7 @@ class FieldSpec:
             col = F.get_json_object(col, self.json_path)
         if self.regex is not None:
             col = F.regexp_extract(col, _java_regex(self.regex), self._group_index())
-        return F.trim(col)
+        return F.regexp_replace(col, r"^\s+|\s+$", "")  # all whitespace (F.trim strips spaces only)
 
     def absent_to_null(self, col: Column) -> Column:
         """Step 2: '' (also a regex that did not match) and the null_if values become null."""

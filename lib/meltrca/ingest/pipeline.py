@@ -2,8 +2,10 @@
 
 Per signal, rows in = accepted + quarantined + deduplicated (+ outside the --start/--end window
 when one is given), exactly: every record read is counted once, in one bucket. Bronze writes
-replace the run's window (the given window, or the extent of the accepted rows) for the systems
-written; quarantine rows are replaced by source, so a rerun of the same input duplicates nothing.
+replace, per system written, the run's window (the given window, or the extent of that system's
+accepted rows); quarantine rows are replaced by source, so a rerun of the same input duplicates
+nothing. Two different inputs for the same system, table and time range belong in one mapping
+(a list of inputs under the signal): a second ingest of that range replaces the first.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from meltrca.ingest.otlp import read_otlp
 from meltrca.ingest.readers import RawFrame, read_csv, read_jsonl
 from meltrca.ingest.records import bronze_records, map_records
 from meltrca.ingest.validation import ValidationParams, with_reason
-from meltrca.io import read_table_dir, sql_str
+from meltrca.io import read_table_dir, sql_str, window_predicate
 from meltrca.logs import get_logger
 from meltrca.schemas import TABLES
 from meltrca.timewindow import TimeWindow, to_iso, utcnow
@@ -196,40 +198,49 @@ def ingest_signal(
     rows = checked.select(
         *bronze_cols,
         "_source",
-        F.when(~accepted_now, F.col("_record")).alias("_record"),
+        # the raw text read, or (bronze tables) the row as JSON: for rejected rows only
+        F.when(~accepted_now, F.coalesce(F.col("_record"), F.to_json(F.struct(*bronze_cols)))).alias("_record"),
         "_reason",
         (accepted_now & ~inside).alias("_outside"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     t0 = time.perf_counter()
     try:
         good = accepted_now & ~F.col("_outside")
-        stats = rows.agg(
+        per_system = rows.groupBy("system").agg(
             F.count(F.lit(1)).alias("rows_in"),
             F.count_if(~accepted_now).alias("quarantined"),
             F.count_if(F.col("_outside")).alias("outside"),
+            F.count_if(good).alias("valid"),
             F.min(F.when(good, time_col)).alias("t0"),
             F.max(F.when(good, time_col)).alias("t1"),
-            F.array_sort(F.collect_set(F.when(good, F.col("system")))).alias("systems"),
-        ).first()
-        log.debug("%s: read and checked %s rows in %.1fs", signal, stats["rows_in"], time.perf_counter() - t0)
-        counts = SignalCounts(signal, rows_in=stats["rows_in"], quarantined=stats["quarantined"], outside_window=stats["outside"])
-        systems = list(stats["systems"] or [])
+        ).collect()
+        counts = SignalCounts(
+            signal,
+            rows_in=sum(r["rows_in"] for r in per_system),
+            quarantined=sum(r["quarantined"] for r in per_system),
+            outside_window=sum(r["outside"] for r in per_system),
+        )
+        log.debug("%s: read and checked %s rows in %.1fs", signal, counts.rows_in, time.perf_counter() - t0)
+        # Each system's rows replace that system's rows in the run window (or in their own extent).
+        extents = {
+            r["system"]: TimeWindow(window.start or r["t0"], window.end or (r["t1"] + timedelta(microseconds=1)))
+            for r in per_system
+            if r["valid"]
+        }
+        systems = sorted(extents)
         if counts.quarantined:
             code = F.substring_index(F.col("_reason"), ":", 1)
             counts.reasons = {r[0]: r[1] for r in rows.where(~accepted_now).groupBy(code).count().collect()}
-        valid = counts.rows_in - counts.quarantined - counts.outside_window
-        if valid:
-            write_window = TimeWindow(
-                window.start or stats["t0"], window.end or (stats["t1"] + timedelta(microseconds=1))
-            )
+        if extents:
             obs = Observation(f"ingest-{signal}")
             deduped = deduplicate(rows.where(good).select(*bronze_cols), keys=DEDUP_KEYS[signal])
             deduped = deduped.observe(obs, F.count(F.lit(1)).alias("rows"), F.sum("_n").alias("valid"))
-            lake.replace_window(signal, deduped.drop("_n"), systems=systems, window=write_window)
+            predicate = " OR ".join(f"({window_predicate(spec, [name], w)})" for name, w in extents.items())
+            lake.replace_where(signal, deduped.drop("_n"), predicate)
             observed = obs.get
             counts.accepted = int(observed.get("rows") or 0)
             counts.deduplicated = int(observed.get("valid") or 0) - counts.accepted
-            log.debug("%s: wrote %s (%s) at %.1fs", signal, write_window, systems, time.perf_counter() - t0)
+            log.debug("%s: wrote %s at %.1fs", signal, predicate, time.perf_counter() - t0)
         quarantine = rows.where(~accepted_now).select(
             F.col("system"),
             F.col("_source").alias("source"),

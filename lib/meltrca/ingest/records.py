@@ -110,10 +110,13 @@ def derive_span_times(df: DataFrame, *, has_end: bool, has_duration: bool) -> Da
 
 
 def bronze_records(df: DataFrame, signal: str, source: str, system: str | None) -> DataFrame:
-    """Rows of a bronze-schema table (ours): cast to the schema, raw texts for the reasons."""
+    """Rows of a bronze-schema table (ours): cast to the schema, raw texts for the reasons.
+
+    ``_record`` stays null here: turning every row into JSON would cost more than the rest of
+    the validation, so the pipeline writes it for rejected rows only.
+    """
     schema = SIGNAL_SCHEMAS[signal]
     cols = set(df.columns)
-    originals = [F.col(f"`{c}`") for c in df.columns]
     out: list[Column] = []
     if "system" in cols:
         system_col = F.col("system").cast("string")
@@ -128,15 +131,18 @@ def bronze_records(df: DataFrame, signal: str, source: str, system: str | None) 
             out.append(F.lit(None).cast(f.dataType).alias(f.name))
             continue
         src = F.col(f"`{f.name}`")
-        same = df.schema[f.name].dataType == f.dataType
-        out.append((src if same else src.try_cast(f.dataType)).alias(f.name))
-        if f.name not in MAP_FIELDS:
-            texts.append(src.cast("string").alias(raw_name(f.name)))
+        if df.schema[f.name].dataType == f.dataType:
+            out.append(src.alias(f.name))
+        else:  # another type: cast, and keep the text to name a value that does not convert
+            out.append(src.try_cast(f.dataType).alias(f.name))
+            if f.name not in MAP_FIELDS:
+                texts.append(src.cast("string").alias(raw_name(f.name)))
     return df.select(
         *out,
         *texts,
         F.lit(f"{signal}:{source}").alias("_source"),
-        F.to_json(F.struct(*originals)).alias("_record"),
+        # null: the pipeline writes the row as JSON for rejected rows only (see ingest_signal)
+        F.lit(None).cast("string").alias("_record"),
         F.lit(None).cast("string").alias("_error"),
         F.lit(None).cast("string").alias("_series"),
     )

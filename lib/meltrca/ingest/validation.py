@@ -97,9 +97,17 @@ def normalise(df: DataFrame, *, signal: str, params: ValidationParams) -> DataFr
     return out
 
 
+def _has_raw(df: DataFrame, field: str) -> bool:
+    return raw_name(field) in df.columns
+
+
 def _raw(df: DataFrame, field: str) -> Column:
-    name = raw_name(field)
-    return F.col(name) if name in df.columns else F.col(field).cast("string")
+    """The text a field was read from (for bronze input of the right type: the value as text)."""
+    return F.col(raw_name(field)) if _has_raw(df, field) else F.col(field).cast("string")
+
+
+def _present(df: DataFrame, field: str) -> Column:
+    return F.col(raw_name(field) if _has_raw(df, field) else field).isNotNull()
 
 
 def _quoted(col: Column) -> Column:
@@ -107,19 +115,24 @@ def _quoted(col: Column) -> Column:
 
 
 def reason_column(df: DataFrame, *, signal: str, params: ValidationParams) -> Column:
-    """The first failing rule's reason for each row (null for a good row)."""
+    """The first failing rule's reason for each row (null for a good row).
+
+    Raw texts are only formatted for rows that fail (inside ``when``), so clean rows pay no
+    string conversions.
+    """
     schema = SIGNAL_SCHEMAS[signal]
     fields = [f.name for f in schema.fields if f.name not in ("date",) and f.name not in MAP_FIELDS]
     rules: list[tuple[Column, Column]] = []
     required = ["system", *required_fields(signal)]
     for f in required:
-        rules.append((_raw(df, f).isNull() if f != "system" else F.col("system").isNull(), F.lit(f"missing_field: {f}")))
+        rules.append((~_present(df, f) if f != "system" else F.col("system").isNull(), F.lit(f"missing_field: {f}")))
     for f in fields:
-        if f in TIME_FIELDS:
-            rules.append((F.col(f).isNull() & _raw(df, f).isNotNull(), F.concat(F.lit(f"unparsable_timestamp: {f} "), _quoted(_raw(df, f)))))
+        if f in TIME_FIELDS and _has_raw(df, f):
+            rules.append((F.col(f).isNull() & _present(df, f), F.concat(F.lit(f"unparsable_timestamp: {f} "), _quoted(_raw(df, f)))))
     for f in fields:
         if f in NUMBER_FIELDS:
-            rules.append((F.col(f).isNull() & _raw(df, f).isNotNull(), F.concat(F.lit(f"invalid_number: {f} "), _quoted(_raw(df, f)))))
+            if _has_raw(df, f):
+                rules.append((F.col(f).isNull() & _present(df, f), F.concat(F.lit(f"invalid_number: {f} "), _quoted(_raw(df, f)))))
             rules.append((F.isnan(f) | (F.abs(f) == float("inf")), F.concat(F.lit(f"nan_value: {f} "), _quoted(_raw(df, f)))))
     if signal == "spans":
         negative = (F.col("duration_ms") < 0) | (F.col("end_ts") < F.col("start_ts"))

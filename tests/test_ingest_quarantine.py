@@ -118,6 +118,21 @@ def test_schema_drift_tolerated_and_logged(spark, settings, lake, caplog):
     assert "column(s) region not mapped" in text
 
 
+def test_gzipped_csv_is_read_like_plain_text(spark, settings, lake, tmp_path):
+    import gzip
+    import shutil
+
+    for name in ("a.csv", "b.csv"):
+        with open(DATA / "drift" / name, "rb") as src, gzip.open(tmp_path / f"{name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    mapping = (DATA / "drift" / "mapping.yaml").read_text().replace('["a.csv", "b.csv"]', '"*.csv.gz"')
+    (tmp_path / "mapping.yaml").write_text(mapping)
+    ctx = make_ctx(spark, settings, lake.root)
+    report = run_ingest(ctx, load_mapping(tmp_path / "mapping.yaml"))
+    assert sorted((r["ts"].minute, r["value"]) for r in lake.read("metrics").collect()) == [(0, 1.0), (1, 2.0)]
+    assert (report.signals["metrics"].rows_in, report.signals["metrics"].quarantined) == (2, 0)
+
+
 def test_missing_required_column_names_column_and_file(spark, settings, lake):
     ctx = make_ctx(spark, settings, lake.root)
     with pytest.raises(InputError, match=r"metrics file file:.*/drift/c\.csv: missing required column\(s\) service"):

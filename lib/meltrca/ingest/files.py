@@ -54,10 +54,13 @@ def path_exists(spark: SparkSession, path: str) -> bool:
 
 
 def first_line(spark: SparkSession, uri: str) -> str:
-    """The first line of a file (a CSV header), without a byte-order mark."""
+    """The first line of a file (a CSV header; .gz and other Hadoop codecs decompressed), without a BOM."""
     jvm = spark.sparkContext._jvm
     fs, p = _fs_path(spark, uri)
     stream = fs.open(p)
+    codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(spark.sparkContext._jsc.hadoopConfiguration()).getCodec(p)
+    if codec is not None:
+        stream = codec.createInputStream(stream)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
         line = reader.readLine()

@@ -43,8 +43,10 @@ def test_file_overlay_keeps_sibling_defaults(tmp_path):
     cfg = write(tmp_path, "detection:\n  models:\n    zscore:\n      threshold: 4\n")
     s = load_settings(cfg, environ={})
     assert s.detection.models.zscore.threshold == 4.0
-    assert s.detection.models.zscore.rolling_window == 60
-    assert s.detection.models.lstm.epochs == 20
+    defaults = load_settings(None, environ={})
+    assert s.detection.models.zscore.rolling_window == defaults.detection.models.zscore.rolling_window
+    assert s.detection.models.lstm.epochs == defaults.detection.models.lstm.epochs
+    assert defaults.detection.models.zscore.threshold != 4.0  # the overlay really changed something
 
 
 @pytest.mark.parametrize(

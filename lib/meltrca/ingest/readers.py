@@ -110,7 +110,10 @@ def _melt_nulls() -> list[Column]:
 
 
 def melt_values(df: DataFrame, columns: list[tuple[str, ValueColumn, str | None]], index: Mapping[str, int]) -> DataFrame:
-    """One row per (record, value column): _series, _metric, _series_service, _scale, _value_text."""
+    """One row per (record, value column): _series, _metric, _series_service, _scale, _value_text.
+
+    A line that does not parse (``_error``) stays one record, not one per column.
+    """
     items = [
         F.struct(
             F.lit(col).alias("_series"),
@@ -121,9 +124,11 @@ def melt_values(df: DataFrame, columns: list[tuple[str, ValueColumn, str | None]
         )
         for col, target, service in columns
     ]
-    if not items:  # no value column in this header: no records from its lines
-        return df.limit(0).select("*", *_melt_nulls())
-    exploded = df.withColumn("_cell", F.explode(F.array(*items)))
+    unparsed = F.array(F.struct(*_melt_nulls()))
+    cells = F.when(F.col("_error").isNull(), F.array(*items)).otherwise(unparsed) if items else unparsed
+    exploded = df.withColumn("_cell", F.explode(cells))
+    if not items:  # no value column in this header: only its unparsable lines are records
+        exploded = exploded.where(F.col("_error").isNotNull())
     return exploded.select("*", "_cell.*").drop("_cell")
 
 
@@ -153,11 +158,7 @@ def read_csv(spark: SparkSession, spec: InputSpec, files: list[str]) -> RawFrame
             for name, alias in names.items()
         ]
         if spec.values is not None:
-            value_cols = _value_columns(spec, header)
-            good = melt_values(parsed.where(F.col("_error").isNull()), value_cols, index)
-            # A line that does not parse is one record, not one per column.
-            bad = parsed.where(F.col("_error").isNotNull()).select("*", *_melt_nulls())
-            parsed = good.unionByName(bad)
+            parsed = melt_values(parsed, _value_columns(spec, header), index)
             extra = list(MELT_COLUMNS)
         else:
             extra = []

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +82,7 @@ class JobContext:
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     systems: list[str] = field(default_factory=list)
+    watermark: datetime | None = None  # --incremental: end of the newest succeeded run of this job
     _spark: SparkSession | None = None
     _lake: Lake | None = None
     _owns_spark: bool = False
@@ -147,8 +151,35 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:500]
 
 
+class Terminated(MeltrcaError):
+    """SIGTERM (a scheduler stopping the task): the run is recorded failed, exit 143."""
+
+    exit_code = 143
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("terminated (SIGTERM)")
+
+
 def run_stage(job: str, stage: ModuleType, argv: Sequence[str] | None = None) -> int:
-    """Parse, configure, execute and record one job; return its exit code."""
+    """Parse, configure, execute and record one job; return its exit code.
+
+    A run's `runs` row is written `running` before work starts and `succeeded`/`failed` at the end;
+    SIGTERM (Airflow/cron stopping the task) becomes a recorded failure with exit code 143. A run
+    killed outright (SIGKILL, OOM killer, lost driver) cannot record anything: its row stays
+    `running`, which nothing reads as done (the --incremental watermark reads `succeeded` rows only).
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run_stage(job, stage, argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_stage(job: str, stage: ModuleType, argv: Sequence[str] | None = None) -> int:
     parser = build_parser(job, stage)
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

@@ -23,6 +23,9 @@ def add_lake_argument(parser: argparse.ArgumentParser, *, required: bool = True)
     parser.add_argument("--lake", required=required, metavar="DIR", help="lake root folder (Delta tables)")
 
 
+INCREMENTAL_HELP = "only windows after the last succeeded run of this job (watermark in `runs`), up to --end or the newest data"
+
+
 def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models",

@@ -31,10 +31,11 @@ from meltrca.detection import (
     with_severity,
 )
 from meltrca.errors import InputError
+from meltrca.incremental import context_windows
 from meltrca.jobrunner import JobContext
 from meltrca.logs import get_logger
 from meltrca.schemas import MODELS
-from meltrca.stages.common import add_detection_arguments, add_lake_argument, detection_overrides
+from meltrca.stages.common import INCREMENTAL_HELP, add_detection_arguments, add_lake_argument, detection_overrides
 from meltrca.timewindow import utcnow
 
 DESCRIPTION = "Fit and score anomaly detectors (z-score, Isolation Forest, LSTM autoencoder) per service."
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fit on the whole input window (--start/--end = the baseline) and save the models; no scoring",
     )
     mode.add_argument("--score-only", action="store_true", help="score with the newest saved models, never refit")
+    p.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +111,7 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
         score_input, emit_from = features, None
     else:
         index = model_index(lake.read("models", systems=systems, required=True), plan["enabled"])
-        lookback = timedelta(seconds=window_seconds * max(plan["lstm"]["sequence_length"] - 1, 0))
+        lookback = timedelta(seconds=window_seconds * context_windows(plan))
         score_input = lake.read("features", systems=systems, window=ctx.window.widened(lookback))
         emit_from = ctx.window.start
         missing = sorted(set(plan["enabled"]) - {d for e in index.values() for d in e["paths"]})
@@ -136,4 +138,12 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
 
 def execute(ctx: JobContext) -> None:
     mode = "fit" if ctx.args.fit else "score" if ctx.args.score_only else "fit_score"
+    if ctx.args.incremental:
+        from meltrca import incremental as inc
+
+        inc.check_flags(ctx.args)
+        if inc.start_or_fail(ctx, ["features"]):
+            with inc.stage_window(ctx, inc.detect_start(ctx)):
+                process(ctx, mode=inc.detect_mode(ctx, mode))
+        return
     process(ctx, mode=mode)

@@ -34,7 +34,7 @@ from meltrca.explain.llm import LLMWriter
 from meltrca.explain.writers import explain_incidents, llm_config, with_signature
 from meltrca.io import iter_column, write_jsonl
 from meltrca.logs import get_logger
-from meltrca.stages.common import add_lake_argument
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
 from meltrca.timewindow import TimeWindow, utcnow
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lake_argument(p)
     p.add_argument("--writer", choices=["template", "llm"], help="explanation writer (default explain.writer)")
     p.add_argument("--output", metavar="DIR", help="folder for metadata.jsonl / incidents.jsonl (default: the lake)")
+    p.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,6 +61,13 @@ def lake_root(args: argparse.Namespace) -> str:
 
 
 def execute(ctx: JobContext) -> None:
+    if ctx.args.incremental:
+        from meltrca import incremental as inc
+
+        if inc.start_or_fail(ctx, ["features"]):
+            with inc.stage_window(ctx, inc.explain_start(ctx, inc.rca_start(ctx))):
+                process(ctx, output=ctx.args.output)
+        return
     process(ctx, output=ctx.args.output)
 
 

@@ -23,7 +23,7 @@ from meltrca.features import (
     trace_features,
 )
 from meltrca.schemas import BRONZE
-from meltrca.stages.common import add_lake_argument
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
 from meltrca.templates import assign_templates, mask_messages, mine_templates
 from meltrca.timewindow import TimeWindow
 
@@ -37,6 +37,7 @@ DESCRIPTION = "Build windowed features (metric, log, trace, event) from the bron
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lake_argument(p)
     p.add_argument("--window", help="tumbling window, e.g. '1 minute' (default features.window)")
+    p.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -131,4 +132,10 @@ def process(ctx: JobContext) -> None:
 
 
 def execute(ctx: JobContext) -> None:
+    if ctx.args.incremental:
+        from meltrca import incremental as inc
+
+        if inc.start_or_fail(ctx, inc.BRONZE_TABLES):
+            process(ctx)
+        return
     process(ctx)

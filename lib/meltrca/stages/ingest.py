@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from meltrca.stages.common import add_lake_argument
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
 
 if TYPE_CHECKING:
     from meltrca.ingest import IngestReport
@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--path", metavar="DIR", help="root folder of the files (overrides the mapping's root)")
     p.add_argument("--system", help="monitored system name (overrides the mapping's)")
     add_lake_argument(p)
+    p.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
 
 
 def lake_root(args: argparse.Namespace) -> str:
@@ -39,4 +40,14 @@ def process(ctx: JobContext, *, source: str, path: str | None = None, system: st
 
 
 def execute(ctx: JobContext) -> None:
+    if ctx.args.incremental:
+        from meltrca import incremental as inc
+
+        if not inc.begin(ctx):
+            inc.nothing_new(ctx)
+            return
+        process(ctx, source=ctx.args.source, path=ctx.args.path, system=ctx.args.system)
+        if not inc.close(ctx, inc.BRONZE_TABLES):
+            inc.nothing_new(ctx)
+        return
     process(ctx, source=ctx.args.source, path=ctx.args.path, system=ctx.args.system)

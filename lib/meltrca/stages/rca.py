@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
@@ -11,7 +12,7 @@ from meltrca.graph import choose_engine
 from meltrca.rca.incidents import group_incidents, rank_incidents, system_reachability
 from meltrca.rca.ranking import RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
-from meltrca.stages.common import add_lake_argument
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -21,6 +22,7 @@ DESCRIPTION = "Group anomalies into incidents and rank their root-cause services
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lake_argument(p)
+    p.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
 
 
 def lake_root(args: argparse.Namespace) -> str:
@@ -54,7 +56,11 @@ def process(ctx: JobContext) -> None:
         tolerance_s = int(s.rca.time_tolerance_minutes * 60)
         keyed = group_incidents(anomalies, edges, tolerance_s=tolerance_s, engine=engine)
         reach = system_reachability(edges, engine=engine)
-        changes = anomalies.where(F.col("component") == "event")
+        # change events up to change_lookback before the window still explain incidents inside it
+        before = timedelta(minutes=float(s.rca.change_lookback_minutes))
+        changes = lake.read("anomalies", systems=systems, window=ctx.window.widened(before)).where(
+            F.col("component") == "event"
+        )
         params = RankingParams.from_settings(s.rca.to_dict())
         incidents = rank_incidents(keyed, changes, reach, params, ctx.run_id)
         lake.replace_window("incidents", incidents, systems=systems, window=ctx.window)
@@ -63,4 +69,11 @@ def process(ctx: JobContext) -> None:
 
 
 def execute(ctx: JobContext) -> None:
+    if ctx.args.incremental:
+        from meltrca import incremental as inc
+
+        if inc.start_or_fail(ctx, ["features"]):
+            with inc.stage_window(ctx, inc.rca_start(ctx)):
+                process(ctx)
+        return
     process(ctx)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
+from meltrca import incremental as inc
 from meltrca.stages import detect, explain, features, ingest, rca, report
 from meltrca.stages.common import add_detection_arguments, detection_overrides
 
@@ -27,7 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, metavar="DIR", help="results folder (lake + JSON + report)")
     p.add_argument("--system", help="monitored system name for a --source mapping (overrides the mapping's)")
     add_detection_arguments(p)
-    p.add_argument("--incremental", action="store_true", help="only windows after the last successful run")
+    p.add_argument(
+        "--incremental", action="store_true",
+        help="only input after the last succeeded run (watermark in `runs`) up to --end or the newest data",
+    )
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,14 +43,36 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.output
 
 
-def process(ctx: JobContext, *, input: str, source: str | None = None, system: str | None = None) -> dict[str, Any]:
-    """Every stage in order on ctx.lake; returns the summary that is also printed."""
+def process(
+    ctx: JobContext, *, input: str, source: str | None = None, system: str | None = None, incremental: bool = False
+) -> dict[str, Any] | None:
+    """Every stage in order on ctx.lake; returns the summary that is also printed.
+
+    incremental: only input after the watermark (see meltrca.incremental); None when nothing is new.
+    """
+    if incremental and not inc.begin(ctx):
+        inc.nothing_new(ctx)
+        return None
     ingest.process(ctx, source=source or "bronze", path=input, system=system)
+    if incremental and not inc.close(ctx, inc.BRONZE_TABLES):
+        inc.nothing_new(ctx)
+        return None
     features.process(ctx)
-    detect.process(ctx, mode="fit_score")
-    rca.process(ctx)
-    explain.process(ctx, output=ctx.lake_root)
-    report.process(ctx)
+    if incremental:
+        with inc.stage_window(ctx, inc.detect_start(ctx)):
+            detect.process(ctx, mode=inc.detect_mode(ctx))
+        rca_from = inc.rca_start(ctx)
+        with inc.stage_window(ctx, rca_from):
+            rca.process(ctx)
+        with inc.stage_window(ctx, inc.explain_start(ctx, rca_from)):
+            explain.process(ctx, output=ctx.lake_root)
+        with inc.stage_window(ctx, datetime(1970, 1, 1)):  # the report shows the whole lake
+            report.process(ctx)
+    else:
+        detect.process(ctx, mode="fit_score")
+        rca.process(ctx)
+        explain.process(ctx, output=ctx.lake_root)
+        report.process(ctx)
     summary = summarize(ctx)
     print_summary(summary)
     return summary
@@ -90,4 +117,4 @@ def print_summary(summary: dict[str, Any], limit: int = 10) -> None:
 
 
 def execute(ctx: JobContext) -> None:
-    process(ctx, input=ctx.args.input, source=ctx.args.source, system=ctx.args.system)
+    process(ctx, input=ctx.args.input, source=ctx.args.source, system=ctx.args.system, incremental=ctx.args.incremental)

@@ -81,6 +81,9 @@ def expected_features(spark):
         ("frontend", W0, "edge:cart:call_count", 1), ("frontend", W0, "edge:cart:error_ratio", 1.0),
         ("frontend", W0, "edge:cart:latency_p50_ms", 60), ("frontend", W0, "edge:cart:latency_p95_ms", 60),
         ("frontend", W0, "edge:cart:latency_p99_ms", 60),
+        # the frontend's client span waited 80 ms for 60 ms of cart's work
+        ("frontend", W0, "edge:cart:network_gap_p50_ms", 20), ("frontend", W0, "edge:cart:network_gap_p95_ms", 20),
+        ("frontend", W0, "edge:cart:network_gap_p99_ms", 20),
         ("frontend", W1, "request_count", 1), ("frontend", W1, "error_count", 0), ("frontend", W1, "error_ratio", 0.0),
         ("frontend", W1, "latency_p50_ms", 50), ("frontend", W1, "latency_p95_ms", 50), ("frontend", W1, "latency_p99_ms", 50),
         # silent a minute later: zeros, not gaps
@@ -146,3 +149,31 @@ def test_feature_params_from_settings(settings):
     p = FeatureParams.from_settings(settings.features)
     assert p == FeatureParams(seconds=60, aggregates=("mean", "max", "p95"), percentiles=(50.0, 95.0, 99.0), rare_count=3, fill_zero_counts=True,
                             fill_lookback_minutes=60.0)
+
+
+def test_network_gap_only_where_the_parent_is_the_callers_client_span(spark):
+    """Kind 'client', or kind unknown with the call as its only child: the wait beyond the callee's
+    work. A server span with several calls (its own work in between) says nothing about the network."""
+    from meltrca.features import trace_features
+
+    T3, T4 = "c" * 32, "d" * 32
+    spans = [
+        # kind unknown, one child: a client span (gap 2000 - 15 = 1985 ms)
+        ("s", T3, "c000000000000001", None, "preserve", "POST /preserve", ts(0, 1), ts(0, 3), 2100.0, "ok", None, None, D),
+        ("s", T3, "c000000000000002", "c000000000000001", "preserve", "HTTP GET", ts(0, 1), ts(0, 3), 2000.0, "ok", None, None, D),
+        ("s", T3, "c000000000000003", "c000000000000002", "contacts", "GET /contacts", ts(0, 1), ts(0, 2), 15.0, "ok", None, None, D),
+        # kind unknown, two children of other services: the parent's own work is in the gap -> no gap feature
+        ("s", T4, "d000000000000001", None, "gateway", "GET /", ts(0, 5), ts(0, 6), 300.0, "ok", None, None, D),
+        ("s", T4, "d000000000000002", "d000000000000001", "contacts", "GET /contacts", ts(0, 5), ts(0, 6), 10.0, "ok", None, None, D),
+        # a server-kind parent with a single call: still no gap feature
+        ("s", T4, "d000000000000003", "d000000000000001", "auth", "GET /auth", ts(0, 5), ts(0, 6), 20.0, "ok", "SERVER", None, D),
+        ("s", T4, "d000000000000004", "d000000000000003", "users", "GET /user", ts(0, 5), ts(0, 6), 5.0, "ok", "server", None, D),
+    ]
+    df = spark.createDataFrame(spans, SPANS)
+    params = FeatureParams(seconds=60, aggregates=("mean",), percentiles=(50.0, 95.0), rare_count=3, fill_zero_counts=False)
+    got = trace_features(df, params=params).where(F.col("feature").contains("network_gap")).select("service", "feature", "value")
+    expected = spark.createDataFrame(
+        [("preserve", "edge:contacts:network_gap_p50_ms", 1985.0), ("preserve", "edge:contacts:network_gap_p95_ms", 1985.0)],
+        "service string, feature string, value double",
+    )
+    assertDataFrameEqual(got, expected)

@@ -12,7 +12,11 @@ them; see the cross-team conventions):
 - trace: service-level stats over *entry* spans (no parent, a parent not in the data, or a parent
   of another service): ``request_count``, ``error_count``, ``error_ratio``, ``latency_p50_ms`` ...;
   per caller->callee edge on the caller (parent span's service != child's):
-  ``edge:<callee>:call_count|error_ratio|latency_pNN_ms``.
+  ``edge:<callee>:call_count|error_ratio|latency_pNN_ms``, and, where the parent is the caller's
+  client span of that call (kind ``client``, or kind unknown and the call its only child),
+  ``edge:<callee>:network_gap_pNN_ms``: how much longer the caller waited than the callee worked
+  (network, proxies, connection queues). A delay on the callee's network shows only there: its
+  own server spans stay fast while every caller waits.
 - event: ``<event_type>_count``.
 
 Percentiles are ``percentile_approx`` (nearest rank; exact for small groups). With
@@ -232,9 +236,13 @@ def _pct_name(p: float) -> str:
 
 def trace_features(spans: DataFrame, *, params: FeatureParams, known: DataFrame | None = None) -> DataFrame:
     """Service-level stats over entry spans and per-edge stats on the caller."""
+    children = spans.where(F.col("parent_span_id").isNotNull()).groupBy(
+        "system", "trace_id", F.col("parent_span_id").alias("span_id")
+    ).agg(F.count(F.lit(1)).alias("_children"))
     parents = spans.select(
-        "system", "trace_id", F.col("span_id").alias("parent_span_id"), F.col("service").alias("parent_service")
-    )
+        "system", "trace_id", "span_id", F.col("service").alias("parent_service"),
+        F.col("duration_ms").alias("_parent_ms"), F.lower(F.col("kind")).alias("_parent_kind"),
+    ).join(children, on=["system", "trace_id", "span_id"], how="left").withColumnRenamed("span_id", "parent_span_id")
     linked = with_window(
         spans.select("system", "trace_id", "parent_span_id", "service", "start_ts", "duration_ms", "status"),
         ts="start_ts",
@@ -257,9 +265,15 @@ def trace_features(spans: DataFrame, *, params: FeatureParams, known: DataFrame 
     )
     edges = linked.where(F.col("parent_service").isNotNull() & (F.col("parent_service") != F.col("service"))).select(
         "system", F.col("parent_service").alias("service"), F.col("service").alias("callee"),
-        "window_start", "window_end", "duration_ms", "status",
+        "window_start", "window_end", "duration_ms", "status", "_parent_ms", "_parent_kind", "_children",
     )
     edge_stats = _latency_stats(edges, [*WINDOW_KEYS, "callee"], params)
+    client_span = (F.col("_parent_kind") == "client") | (F.col("_parent_kind").isNull() & (F.col("_children") == 1))
+    gaps = edges.where(client_span).select(
+        *WINDOW_KEYS, "callee", F.greatest(F.col("_parent_ms") - F.col("duration_ms"), F.lit(0.0)).alias("_gap_ms")
+    ).groupBy(*WINDOW_KEYS, "callee").agg(
+        F.percentile_approx("_gap_ms", [p / 100.0 for p in params.percentiles], PERCENTILE_ACCURACY).alias("_gap")
+    )
 
     def edge(stat: str) -> Column:
         return F.concat(F.lit("edge:"), F.col("callee"), F.lit(f":{stat}"))
@@ -274,12 +288,21 @@ def trace_features(spans: DataFrame, *, params: FeatureParams, known: DataFrame 
             *[(edge(f"latency_p{_pct_name(p)}_ms"), F.col("_pct")[i]) for i, p in enumerate(params.percentiles)],
         ],
     )
+    edge_gaps = stack_features(
+        gaps,
+        keys=WINDOW_KEYS,
+        component="trace",
+        features=[(edge(f"network_gap_p{_pct_name(p)}_ms"), F.col("_gap")[i]) for i, p in enumerate(params.percentiles)],
+    )
     counts = service_counts.unionByName(edge_counts)
     if params.fill_zero_counts:
         observed = linked.select("system", "window_start", "window_end").distinct()
         counts = fill_zero_counts(counts, observed, known.where(F.col("component") == "trace") if known is not None else None)
-    return counts.select(*FEATURE_COLUMNS).unionByName(service_rest.select(*FEATURE_COLUMNS)).unionByName(
-        edge_rest.select(*FEATURE_COLUMNS)
+    return (
+        counts.select(*FEATURE_COLUMNS)
+        .unionByName(service_rest.select(*FEATURE_COLUMNS))
+        .unionByName(edge_rest.select(*FEATURE_COLUMNS))
+        .unionByName(edge_gaps.select(*FEATURE_COLUMNS))
     )
 
 

@@ -66,6 +66,9 @@ def test_lstm_is_quiet_on_a_seasonal_day_and_handles_gaps_and_constants():
     det = LSTMAutoencoder(**FAST).fit(Y.iloc[:1440])
     assert np.isfinite(det.decision_function(Y)).all()
     assert np.isfinite(det.normalized(Y)).all()
+    assert flagged(det, Y) == []  # a gap is missing data, not an anomaly
+    Y.iloc[2500:2520, 2] = 6.0  # the constant moves
+    assert flagged(det, Y) == list(range(2500, 2520))
 
 
 def test_lstm_flags_a_slow_drift_once_it_leaves_the_normal_range():
@@ -76,6 +79,14 @@ def test_lstm_flags_a_slow_drift_once_it_leaves_the_normal_range():
     hits = flagged(det, X)
     assert not [i for i in hits if i < NB + 100]
     assert set(range(NB + 450, N)) <= set(hits)
+
+
+def test_a_series_gets_the_same_model_whatever_the_worker_fitted_before(shifted):
+    """Executors fit many services in one process: a fit depends only on its data and series seed."""
+    first = LSTMAutoencoder(**FAST, seed=3).fit(shifted.iloc[:NB]).decision_function(shifted)
+    LSTMAutoencoder(**FAST, seed=4).fit(seasonal(25, days=1))  # another service in the same worker
+    again = LSTMAutoencoder(**FAST, seed=3).fit(shifted.iloc[:NB]).decision_function(shifted)
+    np.testing.assert_array_equal(first, again)
 
 
 def test_short_series_scores_without_a_full_sequence():

@@ -68,6 +68,22 @@ def test_to_matrix_makes_a_regular_grid_fills_counts_and_keeps_gaps():
     pd.testing.assert_frame_equal(X, expected, check_freq=False)
 
 
+def test_row_order_changes_neither_the_matrix_nor_the_anomalies():
+    """Spark hands a group over in partition order; the same data must give bit-identical rows."""
+    rows = long_rows()
+    dups = [rows.iloc[::97].assign(value=lambda d, o=o: d["value"] + o) for o in (0.1, 0.7)]  # averaged
+    rows = pd.concat([rows, *dups], ignore_index=True)
+    shuffled = rows.sample(frac=1.0, random_state=3)
+    X, Y = to_matrix(rows, 60), to_matrix(shuffled, 60)
+    pd.testing.assert_frame_equal(X, Y, check_exact=True)
+    out = []
+    for M in (X, Y):
+        fitted = fit_service(M, PLAN, seed=1, baseline=baseline_mask(M.index, 0.5))
+        out.append(score_service(M, fitted.detectors, PLAN))
+    assert len(out[0]) == 31
+    pd.testing.assert_frame_equal(out[0], out[1], check_exact=True)
+
+
 def test_a_service_with_too_little_history_is_cold_start_with_zscore_only():
     X = to_matrix(long_rows(), 60)
     fitted = fit_service(X.iloc[:20], PLAN, seed=1)

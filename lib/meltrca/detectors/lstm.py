@@ -7,7 +7,11 @@ pattern. A window's score is the error on the last step of the sequence ending a
 windows use the first sequence). Training: Adam, MSE, early stopping on a held-out tail of the
 baseline; inference is one batched ``predict`` per service.
 
-TensorFlow runs on CPU with ``threads`` intra-op threads (executors share few cores).
+TensorFlow runs on CPU with ``threads`` intra-op threads (executors share few cores; one thread
+also keeps sums in one order). Every fit reseeds Python, NumPy, TensorFlow and Keras from the
+series seed, so a service's model does not depend on which worker process fits it or what it
+fitted before. (tf enable_op_determinism is not needed for that on one CPU thread, and makes
+tf.data log an error-level line per fit.)
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ def keras_module(threads: int = 1) -> Any:
     """Import Keras (TensorFlow backend, CPU, quiet) with a bounded thread pool, once per process."""
     global _THREADS_SET
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN prints an error-level line on CPUs without AVX-512 and then falls back to Eigen anyway.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras

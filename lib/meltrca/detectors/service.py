@@ -9,10 +9,11 @@ Ensemble (see calibration.py for the scale): each detector gives a tail probabil
 feature for the z-score, per window for Isolation Forest and the LSTM. A row's combined
 probability is the weighted geometric mean  p = exp(sum_d w_d ln p_d / sum_d w_d), and
 ensemble_score = (1 - p) ** block. One detector that is merely unusual cannot carry a row;
-one that is overwhelming, or several that agree, can. Rows are emitted for features that
-deviate by at least zscore.threshold robust sigmas in the direction that means trouble (plus
-each window's most deviant feature), and only where the service stays anomalous for at least
-min_duration_windows windows: a lone one-window blip is not an incident.
+one that is overwhelming, or several that agree, can. A row names a feature that deviates by at
+least zscore.threshold robust sigmas in the direction that means trouble and, when the z-score
+runs, whose value is rare *for that feature* (tail probability at most 1/block); without the
+z-score, each window's most deviant feature stands for it. Rows are kept only where the service
+stays anomalous for at least min_duration_windows windows: a lone one-window blip is no incident.
 
 The plan is a plain dict (see meltrca.detection.detection_plan): no settings objects, no
 sessions — it is what Spark ships to executors.
@@ -53,7 +54,7 @@ def to_matrix(rows: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
     """Long rows (window_start, component, feature, value) -> regular window x feature matrix.
 
     Missing windows stay NaN (a gap); a count feature absent from a window that has other data
-    is 0 there. Non-finite values become NaN.
+    is 0 there. Non-finite values become NaN. The result does not depend on the order of `rows`.
     """
     if rows.empty:
         return pd.DataFrame(index=pd.DatetimeIndex([], name="window_start"))
@@ -61,9 +62,11 @@ def to_matrix(rows: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
     key = rows["component"].astype(str) + KEY_SEP + rows["feature"].astype(str)
     vals = pd.to_numeric(rows["value"], errors="coerce").astype(float)
     vals = vals.where(np.isfinite(vals))
-    wide = pd.DataFrame({"t": ts.to_numpy(), "k": key.to_numpy(), "v": vals.to_numpy()}).pivot_table(
-        index="t", columns="k", values="v", aggfunc="mean", dropna=False
-    )
+    # Spark hands a group's rows over in partition order: sort them so duplicate (window, feature)
+    # rows average in one order and the matrix is bit-identical however the data was partitioned.
+    long = pd.DataFrame({"t": ts.to_numpy(), "k": key.to_numpy(), "v": vals.to_numpy()})
+    long = long.sort_values(["t", "k", "v"], kind="stable", na_position="last", ignore_index=True)
+    wide = long.pivot_table(index="t", columns="k", values="v", aggfunc="mean", dropna=False)
     step = pd.Timedelta(seconds=window_seconds)
     grid = pd.date_range(wide.index.min().floor(step), wide.index.max(), freq=step, name="window_start")
     present = pd.Series(True, index=wide.index).reindex(grid, fill_value=False).to_numpy()
@@ -181,9 +184,14 @@ def score_service(
 
     min_z = float(plan["zscore"]["threshold"])
     cand = absz >= min_z
-    if k:
+    zscore = detectors.get(RobustZScore.name) if RobustZScore.name in names else None
+    if zscore is not None:
+        # A row names a feature that is itself rare for that feature (rarer than once per calibration
+        # horizon): service-wide evidence does not make an ordinary value of a noisy feature anomalous.
+        cand &= zscore.feature_tail(X) <= 1.0 / block
+    elif k:  # no per-feature evidence: the window's most deviant feature speaks for it
         top = np.argmax(absz, axis=1)
-        cand[np.arange(n), top] |= np.isfinite(Z[np.arange(n), top])
+        cand[np.arange(n), top] |= absz[np.arange(n), top] >= 1.0
     cand &= np.isfinite(Z)
     flagged = cand & (ensemble >= float(plan["threshold"]))
     flagged &= persistent(flagged.any(axis=1), int(plan["min_duration_windows"])).reshape(-1, 1)

@@ -48,6 +48,10 @@ class RobustZScore(Detector):
         p = self._raw_pvalues(Z)
         return -np.maximum(np.log(np.maximum(p.min(axis=1), 1e-300)), MIN_LOG_P)
 
+    def feature_tail(self, X: pd.DataFrame) -> np.ndarray:
+        """(n, k) each feature's own tail probability (how rare the value is *for that feature*)."""
+        return self._raw_pvalues(self.standardize(X))
+
     def feature_pvalues(self, X: pd.DataFrame) -> np.ndarray:
         """(n, k) service-level tail probability of each feature's deviation."""
         Z = self.standardize(X)

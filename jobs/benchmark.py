@@ -133,9 +133,34 @@ def child_main(spec: dict[str, Any]) -> int:
     out["seconds"] = time.perf_counter() - t0
     out["python_driver_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["jvm_heap_peak_mb"] = jvm_heap_peaks(spark)
+    out["spark_stages"] = spark_stages(spark)
+    if "lake" in spec:  # beside the stage's log: how many tasks each Spark stage had
+        (Path(spec["lake"]).parent / f"{stage}-{master_tag(spec['master'])}.stages.json").write_text(
+            json.dumps(out["spark_stages"], indent=1))
     print("RESULT " + json.dumps(out, default=str), flush=True)
     spark.stop()
     return 0
+
+
+def master_tag(master: str) -> str:
+    return master.replace("[", "").replace("]", "").replace("*", "all")
+
+
+def spark_stages(spark) -> list[dict[str, Any]]:
+    """Every Spark stage the job ran (call site and task count): one task on local[2] = one core idle."""
+    tracker = spark.sparkContext.statusTracker()
+    out: list[dict[str, Any]] = []
+    try:
+        for job in sorted(tracker.getJobIdsForGroup(None)):
+            info = tracker.getJobInfo(job)
+            for sid in sorted(info.stageIds) if info else []:
+                st = tracker.getStageInfo(sid)
+                if st is not None and st.numCompletedTasks:
+                    out.append({"job": job, "stage": sid, "name": st.name, "tasks": st.numTasks,
+                                "completed": st.numCompletedTasks})
+    except Exception as exc:  # diagnostics only: never fail the measurement for them
+        out.append({"error": str(exc)[:200]})
+    return out
 
 
 def jvm_heap_peaks(spark) -> dict[str, float]:
@@ -291,7 +316,7 @@ def stage_rows_in(stage: str, done: dict[str, dict[str, Any]], generated: dict[s
 
 
 def run_configuration(size_dir: Path, inp: Path, master: str, stages: list[str], generated: dict[str, Any]) -> dict[str, Any]:
-    tag = master.replace("[", "").replace("]", "").replace("*", "all")
+    tag = master_tag(master)
     lake = size_dir / f"lake-{tag}"
     shutil.rmtree(lake, ignore_errors=True)
     done: dict[str, dict[str, Any]] = {}
@@ -307,7 +332,7 @@ def run_configuration(size_dir: Path, inp: Path, master: str, stages: list[str],
             "rows_per_second": round(rows_in / secs) if rows_in and secs > 0 else None,
             **{k: r[k] for k in ("process_wall_seconds", "cpu_seconds", "peak_rss_mb", "python_driver_maxrss_mb",
                                  "jvm_heap_peak_mb", "load_average_before", "load_average_after")},
-            "counts": r.get("counts", {}), "timings": r.get("timings", {}),
+            "counts": r.get("counts", {}), "timings": r.get("timings", {}), "spark_stages": r.get("spark_stages", []),
         }
         out["stages"][stage] = entry
         print_stage_line(stage, entry)
@@ -348,8 +373,8 @@ def machine_info() -> dict[str, Any]:
 
 def summarize(result: dict[str, Any], main_master: str, compare_at: list[str]) -> dict[str, Any]:
     """Growth with size, local[1] vs local[2] speed-ups, memory across sizes, acceptance checks."""
-    sizes = list(result["sizes"])
-    runs = {s: result["sizes"][s]["runs"].get(main_master) for s in sizes}
+    sizes = [s for s in result["sizes"] if main_master in result["sizes"][s]["runs"]]  # failed runs left out
+    runs = {s: result["sizes"][s]["runs"][main_master] for s in sizes}
     growth = []
     for a, b in itertools.pairwise(sizes):
         ra, rb = runs[a], runs[b]
@@ -364,7 +389,7 @@ def summarize(result: dict[str, Any], main_master: str, compare_at: list[str]) -
     speedups = {}
     for s in compare_at:
         rs = result["sizes"].get(s, {}).get("runs", {})
-        others = [m for m in rs if m != main_master]
+        others = [m for m in rs if m != main_master] if main_master in rs else []
         for m in others:
             base, fast = rs[m], rs[main_master]
             speedups[f"{s} {main_master} vs {m}"] = {
@@ -456,7 +481,12 @@ def main(argv: list[str] | None = None) -> int:
             if master != main_master and size not in compare_at:
                 continue
             print(f" {size} on {master} ({gen['rows']:,} rows)\n{HEADER}", flush=True)
-            run = run_configuration(size_dir, size_dir / "input", master, stages, gen)
+            try:
+                run = run_configuration(size_dir, size_dir / "input", master, stages, gen)
+            except RuntimeError as exc:  # e.g. a JVM killed by the kernel's OOM killer on a shared box
+                print(f"  FAILED: {exc}", flush=True)
+                entry["failed"] = {**entry.get("failed", {}), master: str(exc)}
+                continue
             entry["runs"][master] = run
             print(f"  {'total':<9}{'':>13}{run['total_seconds']:>8.1f}{'':>10}{run['total_cpu_seconds']:>8.0f}"
                   f"   peak driver {run['peak_driver_mb']:.0f} MB", flush=True)

@@ -9,12 +9,16 @@ master runs `meltrca detect` (fit on the first half, score everything, write ano
 in its own process; the loop runs the very same per-service code (meltrca.detectors.service)
 over pandas groups in one Python process, without Spark, Delta or model files. Printed and
 written as JSON: seconds, series/s (service groups and feature series) and rows/s per setup, and
-the overhead of Spark local[1] over the loop. Numbers depend on what else runs on the machine.
+the overhead of Spark local[1] over the loop. Numbers depend on what else runs on the machine
+(the load average is recorded). Each setup also reports a digest of the anomalies it found: the
+loop, local[1] and local[2] must find the same rows with bit-identical scores (partitioning and
+the executor that fits a service must not matter).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -52,7 +56,7 @@ def synthetic_features(services: int, hours: float, features: int, seed: int = 5
             elif feat == "cpu_usage_mean":
                 v = 5 + 0.3 * rate + rng.normal(0, 1, n)
             elif feat in ("ERROR_count", "INFO_count"):
-                v = rng.poisson(0.3 if feat == "ERROR_count" else rate / 4).astype(float)
+                v = rng.poisson(np.full(n, 0.3) if feat == "ERROR_count" else rate / 4).astype(float)
             elif feat == "error_ratio":
                 v = np.abs(rng.normal(0.01, 0.004, n))
             else:
@@ -69,20 +73,32 @@ def synthetic_features(services: int, hours: float, features: int, seed: int = 5
     return df
 
 
-def run_loop(features: pd.DataFrame, detector: str) -> float:
-    """Seconds to fit and score every service with the detector code alone (no Spark)."""
+def anomaly_digest(records: list[list[object]]) -> str:
+    """sha1 over sorted [service, window ISO, component, feature, ensemble score repr] of the signal
+    anomalies: equal digests = the same anomalies with bit-identical scores."""
+    lines = sorted("|".join(map(str, r[:4])) + "|" + repr(float(r[4])) for r in records)
+    return hashlib.sha1("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def run_loop(features: pd.DataFrame, detector: str) -> dict[str, object]:
+    """Seconds to fit and score every service with the detector code alone (no Spark), and the
+    digest of what it found."""
     from meltrca.config import load_settings
     from meltrca.detection import detection_plan
     from meltrca.detectors.service import baseline_mask, fit_service, score_service, series_seed, to_matrix
 
     settings = load_settings(environ={}, overrides={"detection.enabled": [detector]})
     plan = detection_plan(settings, window_seconds=60)
+    found: list[list[object]] = []
     t0 = time.perf_counter()
     for (system, service), group in features.groupby(["system", "service"], sort=True):
         X = to_matrix(group, 60)
         fitted = fit_service(X, plan, series_seed(system, service), baseline_mask(X.index, plan["baseline_fraction"]))
-        score_service(X, fitted.detectors, plan, cold_start=fitted.cold_start)
-    return time.perf_counter() - t0
+        rows = score_service(X, fitted.detectors, plan, cold_start=fitted.cold_start)
+        found += [[service, f"{r.window_start:%Y-%m-%dT%H:%M:%S}", r.component, r.feature, r.ensemble_score]
+                  for r in rows.itertuples()]
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "anomalies": len(found), "digest": anomaly_digest(found)}
 
 
 def run_spark_child(lake: str, master: str, detector: str) -> dict[str, float]:
@@ -107,13 +123,20 @@ def run_spark_child(lake: str, master: str, detector: str) -> dict[str, float]:
         "t0 = time.perf_counter()\n"
         "detect.process(ctx, mode='fit_score')\n"
         "total = time.perf_counter() - t0\n"
-        "print('RESULT ' + json.dumps({'seconds': total, **{k: v for k, v in ctx.timings.items()}}))\n"
+        "from meltrca.io import Lake\n"
+        "found = [[r.service, r.window_start.strftime('%Y-%m-%dT%H:%M:%S'), r.component, r.feature, r.ensemble_score]\n"
+        "         for r in Lake(spark, lake).read('anomalies').where(\"component != 'event'\").collect()]\n"
+        "print('RESULT ' + json.dumps({'seconds': total, 'found': found, **{k: v for k, v in ctx.timings.items()}}))\n"
         "spark.stop()\n"
     )
-    res = subprocess.run([sys.executable, "-c", code, lake, master, detector], capture_output=True, text=True, check=False)
+    env = {**os.environ, "TZ": "UTC"}  # collected window starts are local datetimes: keep them UTC
+    res = subprocess.run([sys.executable, "-c", code, lake, master, detector], capture_output=True, text=True,
+                         check=False, env=env)
     for line in res.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            out = json.loads(line[len("RESULT "):])
+            found = out.pop("found")
+            return {**out, "anomalies": len(found), "digest": anomaly_digest(found)}
     raise RuntimeError(f"benchmark child failed ({master}, {detector}): {res.stderr.strip().splitlines()[-1:]}")
 
 
@@ -158,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(header)
         for det in [d.strip() for d in args.detectors.split(",") if d.strip()]:
             entry: dict[str, object] = {}
-            setups = [("loop", lambda d=det: {"seconds": run_loop(features, d)})]
+            setups = [("loop", lambda d=det: run_loop(features, d))]
             setups += [(m, lambda m=m, d=det: run_spark_child(lake, m, d)) for m in MASTERS]
             for name, run in setups:
                 r = run()
@@ -169,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             loop_s = entry["loop"]["seconds"]
             entry["spark_overhead_vs_loop"] = {m: entry[m]["seconds"] / loop_s - 1.0 for m in MASTERS}
             entry["speedup_local2_vs_local1"] = entry["local[1]"]["seconds"] / entry["local[2]"]["seconds"]
+            entry["identical_anomalies"] = len({entry[name]["digest"] for name, _ in setups}) == 1
             result["detectors"][det] = entry
             print(f"{'':<18}overhead of local[1] over the loop: {entry['spark_overhead_vs_loop']['local[1]']:+.0%}, "
-                  f"local[2] speed-up over local[1]: {entry['speedup_local2_vs_local1']:.2f}x")
+                  f"local[2] speed-up over local[1]: {entry['speedup_local2_vs_local1']:.2f}x, "
+                  f"same anomalies in loop/local[1]/local[2]: {entry['identical_anomalies']} "
+                  f"({', '.join(str(entry[name]['anomalies']) for name, _ in setups)} rows)")
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

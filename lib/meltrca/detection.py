@@ -97,6 +97,18 @@ def signal_rows(features: DataFrame) -> DataFrame:
     )
 
 
+def by_service(rows: DataFrame) -> DataFrame:
+    """Rows hash-partitioned by (system, service) into a fixed number of partitions.
+
+    Feature rows are small (a few MB for dozens of services), so after a plain groupBy adaptive
+    execution coalesced the shuffle into ONE partition: every service's fit and score ran in a
+    single task and local[2] (or a cluster) detected on one core. A repartition with an explicit
+    count is never coalesced, and the groupBy below reuses it (no second shuffle)."""
+    spark = rows.sparkSession
+    n = max(int(spark.conf.get("spark.sql.shuffle.partitions") or 1), 2 * spark.sparkContext.defaultParallelism)
+    return rows.repartition(n, "system", "service")
+
+
 # ---- fit ----------------------------------------------------------------------------------------
 
 
@@ -127,7 +139,7 @@ def fit_models(features: DataFrame, *, plan: Mapping[str, Any], store_root: str,
     fn = functools.partial(
         _fit_group, plan=dict(plan), store_root=store_root, version=version, fitted_at=fitted_at, fraction=fraction
     )
-    return signal_rows(features).groupBy("system", "service").applyInPandas(fn, schema=MODELS)
+    return by_service(signal_rows(features)).groupBy("system", "service").applyInPandas(fn, schema=MODELS)
 
 
 def model_index(models: DataFrame, detectors: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -188,7 +200,7 @@ def score_features(features: DataFrame, *, plan: Mapping[str, Any], index: Mappi
     """Anomalous (system, service, window, feature) candidates (schema CANDIDATES), scored with
     the saved models in `index`; windows outside [emit_from, emit_to) serve as context only."""
     fn = functools.partial(_score_group, plan=dict(plan), index=dict(index), emit_from=emit_from, emit_to=emit_to)
-    return signal_rows(features).groupBy("system", "service").applyInPandas(fn, schema=CANDIDATES)
+    return by_service(signal_rows(features)).groupBy("system", "service").applyInPandas(fn, schema=CANDIDATES)
 
 
 # ---- anomaly rows -------------------------------------------------------------------------------

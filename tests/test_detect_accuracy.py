@@ -93,7 +93,9 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
 
 @pytest.mark.slow
 def test_ensemble_meets_the_accuracy_bar_and_beats_every_single_detector(spark, tmp_path_factory):
-    lake, labels = prepare(spark, tmp_path_factory.mktemp("accuracy"))
+    workdir = tmp_path_factory.getbasetemp() / f"accuracy-seed{SEED}"  # shared with test_rca_accuracy
+    workdir.mkdir(exist_ok=True)
+    lake, labels = prepare(spark, workdir)
     table = evaluate_detectors(spark, lake, labels)
     print("\n" + format_table(table))
     ens = table["ensemble"]

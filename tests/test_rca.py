@@ -189,6 +189,13 @@ def test_load_surge_without_errors_is_not_an_incident(settings):
     # So is a surge right after a deploy on one of its services.
     deployed = [*surge, anomaly("api", "deploy_count", -3, 1.0, component="event")]
     assert len(rank(deployed, settings)) == 1
+    # Traffic rising in the same minute as a latency jump (retries on a slow dependency) is a
+    # symptom of a fault, not a surge: the slow service is named.
+    retries = [up(s, "request_rate_mean", m) for s in ("front", "api") for m in (0, 1, 2)]
+    retries += [up("api", "latency_p95_ms_mean", m) for m in (0, 1, 2)]
+    incidents = rank(retries, settings)
+    assert len(incidents) == 1
+    assert incidents.iloc[0]["root_causes"][0]["service"] == "api"
 
 
 def test_persistent_own_trouble_beats_sporadic_callee_views(settings):

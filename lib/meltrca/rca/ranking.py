@@ -23,9 +23,10 @@ edge stats are anomalous) gets six evidence terms in [0, 1], combined with ``rca
 Score = weighted mean of the terms. Ties break on onset, then name.
 
 Admission: an incident needs ``rca.min_anomalies`` anomalies (or one at ``rca.min_peak_score``),
-and is dropped as a *load surge* when traffic rose first on at least ``rca.surge_service_share``
-of its services, no change event preceded it and at most ``rca.surge_max_error_share`` of its
-anomalies are errors or new error patterns: everything got busier at once and nothing broke.
+and is dropped as a *load surge* when traffic rose on at least ``rca.surge_service_share`` of its
+services, strictly before any other kind of anomaly, no change event preceded it and at most
+``rca.surge_max_error_share`` of its anomalies are errors or new error patterns: everything got
+busier first and nothing broke.
 """
 
 from __future__ import annotations
@@ -151,7 +152,11 @@ class IncidentRanker:
         errors = sum(1 for r, k in zip(rows, kinds, strict=True) if k in ERROR_KINDS and _above(r))
         if errors > self.p.surge_max_error_share * len(rows):
             return False
-        return min(r["window_start"] for r in up) <= min(r["window_start"] for r in rows) + pd.Timedelta(seconds=self.p.slack_s)
+        # A surge arrives before its consequences: traffic alone in the first window(s). When
+        # latency or errors start together with the extra traffic (retries, a stuck dependency
+        # holding connections), something broke and the traffic is a symptom.
+        others = [r["window_start"] for r, k in zip(rows, kinds, strict=True) if k != "traffic"]
+        return not others or min(r["window_start"] for r in up) < min(others)
 
     def candidates(self, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> list[Candidate]:
         cands: dict[str, Candidate] = {}

@@ -95,9 +95,23 @@ def test_deploy_shortly_before_errors_raises_that_service(settings):
 
 
 def test_single_weak_blip_is_not_an_incident(settings):
-    assert rank([anomaly("auth", "cpu_usage_mean", 0, 0.96)], settings).empty
-    strong = rank([anomaly("auth", "cpu_usage_mean", 0, 0.999)], settings)
+    lenient = settings.with_overrides({"rca.corroboration_minutes": 0})
+    assert rank([anomaly("auth", "cpu_usage_mean", 0, 0.96)], lenient).empty
+    strong = rank([anomaly("auth", "cpu_usage_mean", 0, 0.999)], lenient)
     assert strong.iloc[0]["root_causes"][0]["service"] == "auth"
+
+
+def test_one_service_one_signal_kind_needs_to_last(settings):
+    """A pod's metric blip of a few minutes is not an incident; the same trouble lasting
+    rca.corroboration_minutes (10), or also seen in its logs, or after a deploy on it, is."""
+    blip = [anomaly("auth", f, m, 0.999) for f in ("cpu_usage_mean", "cpu_usage_max") for m in range(3)]
+    assert rank(blip, settings).empty
+    lasting = [anomaly("auth", "cpu_usage_mean", m, 0.999) for m in range(10)]
+    assert rank(lasting, settings).iloc[0]["root_causes"][0]["service"] == "auth"
+    logged = [*blip, anomaly("auth", "ERROR_count", 1, 0.99, component="log")]
+    assert rank(logged, settings).iloc[0]["root_causes"][0]["service"] == "auth"
+    deployed = [*blip, anomaly("auth", "deploy_count", -2, 1.0, component="event")]
+    assert rank(deployed, settings).iloc[0]["root_causes"][0]["service"] == "auth"
 
 
 def test_callee_seen_only_through_callers(settings):
@@ -132,10 +146,12 @@ def test_rca_stage_two_simultaneous_independent_faults_make_two_incidents(spark,
         anomaly("api", "latency_p95_ms", 11, 0.99, component="trace"),
         # fault 2 at the same time on auth (only front calls it; front is not anomalous)
         anomaly("auth", "memory_usage_mean", 10, 0.99), anomaly("auth", "memory_usage_mean", 12, 0.99),
+        anomaly("auth", "ERROR_count", 11, 0.99, component="log"),
         # a deploy elsewhere an hour earlier: a distractor
         anomaly("cache", "deploy_count", -50, 1.0, component="event"),
         # another system, same services, never mixed in
         anomaly("db", "cpu_usage_mean", 10, 0.999, system="bank"),
+        anomaly("db", "latency_p95_ms", 10, 0.99, component="trace", system="bank"),
     ]
     lake.replace_window("anomalies", spark.createDataFrame([tuple(r[f.name] for f in ANOMALIES) for r in rows], ANOMALIES),
                         systems=["shop", "bank"], window=None)

@@ -207,6 +207,7 @@ CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "rca.top_k": _at_least(1),
     "rca.min_anomalies": _at_least(1),
     "rca.min_peak_score": _between(0, 1),
+    "rca.corroboration_minutes": _at_least(0),
     "rca.surge_service_share": _between(0, 1),
     "rca.surge_max_error_share": _between(0, 1),
     "rca.precedence_minutes": _between(0, 1440, lo_open=True),

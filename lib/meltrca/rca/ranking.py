@@ -22,8 +22,10 @@ edge stats are anomalous) gets six evidence terms in [0, 1], combined with ``rca
 
 Score = weighted mean of the terms. Ties break on onset, then name.
 
-Admission: an incident needs ``rca.min_anomalies`` anomalies (or one at ``rca.min_peak_score``),
-and is dropped as a *load surge* when traffic rose on at least ``rca.surge_service_share`` of its
+Admission: an incident needs ``rca.min_anomalies`` anomalies (or one at ``rca.min_peak_score``)
+and corroboration: two or more services, two or more signal kinds (metric, log, trace), a change
+event, or trouble lasting ``rca.corroboration_minutes`` (one pod's metric blip is not an
+incident). It is dropped as a *load surge* when traffic rose on at least ``rca.surge_service_share`` of its
 services, strictly before any other kind of anomaly, no change event preceded it and at most
 ``rca.surge_max_error_share`` of its anomalies are errors or new error patterns: everything got
 busier first and nothing broke.
@@ -68,6 +70,7 @@ class RankingParams:
     min_peak_score: float = 0.995
     surge_service_share: float = 0.5
     surge_max_error_share: float = 0.1
+    corroboration_s: float = 600.0
     top_k: int = 5
 
     @classmethod
@@ -83,6 +86,7 @@ class RankingParams:
             min_peak_score=float(rca["min_peak_score"]),
             surge_service_share=float(rca["surge_service_share"]),
             surge_max_error_share=float(rca["surge_max_error_share"]),
+            corroboration_s=float(rca["corroboration_minutes"]) * 60,
             top_k=int(rca["top_k"]),
         )
 
@@ -137,6 +141,14 @@ class IncidentRanker:
 
     def admitted(self, rows: Sequence[Mapping[str, Any]]) -> bool:
         return len(rows) >= self.p.min_anomalies or max(r["ensemble_score"] for r in rows) >= self.p.min_peak_score
+
+    def corroborated(self, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> bool:
+        """More than one service, more than one signal kind, a change, or lasting trouble."""
+        if changes or len({r["service"] for r in rows}) >= 2 or len({r["component"] for r in rows}) >= 2:
+            return True
+        start = min(r["window_start"] for r in rows)
+        end = max(r["window_end"] for r in rows)
+        return (end - start).total_seconds() >= self.p.corroboration_s
 
     def load_surge(self, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> bool:
         """Traffic rose first on most services, nothing changed, (almost) nothing failed."""
@@ -246,7 +258,8 @@ class IncidentRanker:
         end = max(r["window_end"] for r in rows)
         lo = start - pd.Timedelta(seconds=self.p.change_lookback_s)
         near = [ch for ch in changes if lo <= ch["window_start"] <= end]
-        if self.load_surge(rows, [ch for ch in near if ch["service"] in {r["service"] for r in rows}]):
+        own_changes = [ch for ch in near if ch["service"] in {r["service"] for r in rows}]
+        if not self.corroborated(rows, own_changes) or self.load_surge(rows, own_changes):
             return None
         cands = self.candidates(rows, near)
         self.score(cands, start, len({r["window_start"] for r in rows}))

@@ -98,23 +98,22 @@ def _same(lakes, table, drop=("run_id",)):
     return full.count()
 
 
-# Known gap (issue 9, open): two log features are not causal in a full run, so a full run over the
-# union differs from increments in them (and in anomalies/incidents derived from them):
-# rare_template_count uses each template's all-history total (later lines make earlier windows
-# "not rare"), and template_<id>_count is zero-filled back to windows before the template existed.
-# The increments are the causal ones; the full run must be made causal before these can pass.
-NOT_CAUSAL = pytest.mark.xfail(reason="full-run log features look ahead (rare/template zero-fill)", strict=False)
+# Known gap (issue 9, open): features now agree, but detection does not yet. The first increment
+# fits and scores in one pass, so a log-template series that first appears late in it (during the
+# fault) is in the fitted matrix and scored; the reference run fits on the same baseline and then
+# scores with --score-only, where a series the model never saw is not scored. A few template-count
+# anomalies near the split (and the incidents/metadata built on them) therefore differ.
+UNSEEN_SERIES = pytest.mark.xfail(reason="fit+score vs score-only treat series new since the baseline differently", strict=False)
 
 
 @pytest.mark.slow
-@NOT_CAUSAL
 def test_features_equal_a_full_run(lakes):
     assert _same(lakes, "features") > 0
     assert _same(lakes, "log_template_counts") > 0
 
 
 @pytest.mark.slow
-@NOT_CAUSAL
+@UNSEEN_SERIES
 def test_anomalies_equal_a_full_run(lakes):
     n = _same(lakes, "anomalies")
     assert n > 0
@@ -125,7 +124,7 @@ def test_anomalies_equal_a_full_run(lakes):
 
 
 @pytest.mark.slow
-@NOT_CAUSAL
+@UNSEEN_SERIES
 def test_incidents_and_metadata_equal_a_full_run(lakes):
     assert _same(lakes, "incidents") >= 1
     inc = lakes["inc"].read("incidents").collect()

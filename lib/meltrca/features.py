@@ -7,8 +7,8 @@ them; see the cross-team conventions):
 - metric: ``<metric>_<agg>`` for agg in ``features.metric_aggregates`` (mean, max, p95, ...).
 - log: ``<LEVEL>_count`` (ERROR, WARN, INFO, DEBUG), ``log_count``, ``error_ratio`` (ERROR /
   all), ``new_template_count`` (lines whose template was first seen in this window),
-  ``rare_template_count`` (lines of templates seen fewer than ``templates.rare_count`` times in
-  all history), ``template_<id>_count`` (WARN + ERROR lines of one template).
+  ``rare_template_count`` (lines of templates seen fewer than ``templates.rare_count`` times up
+  to the end of that window), ``template_<id>_count`` (WARN + ERROR lines of one template).
 - trace: service-level stats over *entry* spans (no parent, a parent not in the data, or a parent
   of another service): ``request_count``, ``error_count``, ``error_ratio``, ``latency_p50_ms`` ...;
   per caller->callee edge on the caller (parent span's service != child's):
@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from meltrca.timewindow import TimeWindow
@@ -183,17 +183,40 @@ def template_summary(counts: DataFrame) -> DataFrame:
     )
 
 
-def log_features(counts: DataFrame, summary: DataFrame, *, params: FeatureParams, known: DataFrame | None = None) -> DataFrame:
-    """Level counts, error ratio, new/rare template lines and WARN/ERROR template counts."""
+def log_features(
+    counts: DataFrame,
+    summary: DataFrame,
+    *,
+    params: FeatureParams,
+    known: DataFrame | None = None,
+    history: DataFrame | None = None,
+) -> DataFrame:
+    """Level counts, error ratio, new/rare template lines and WARN/ERROR template counts.
+
+    Causal, so increments and one run over their union agree: a template's lines are *rare* while
+    it has been seen fewer than ``rare_count`` times up to the end of that window, and a
+    ``template_<id>_count`` series is zero-filled only from the service's first WARN/ERROR line of
+    it. ``history`` = the ``log_template_counts`` rows up to the end of ``counts`` (default:
+    ``counts`` itself, i.e. a run over all data).
+    """
+    history = counts if history is None else history
     stats = summary.select(
-        "system", "template_id", F.col("count").alias("_total"), window_start_of(F.col("first_seen"), params.seconds).alias("_first")
+        "system", "template_id", window_start_of(F.col("first_seen"), params.seconds).alias("_first")
     )
-    joined = counts.join(F.broadcast(stats), on=["system", "template_id"], how="left")
+    so_far = Window.partitionBy("system", "template_id").orderBy("window_start").rowsBetween(
+        Window.unboundedPreceding, Window.currentRow
+    )
+    seen = history.groupBy("system", "template_id", "window_start").agg(F.sum("count").alias("_n")).select(
+        "system", "template_id", "window_start", F.sum("_n").over(so_far).alias("_seen")
+    )
+    joined = counts.join(F.broadcast(stats), on=["system", "template_id"], how="left").join(
+        seen, on=["system", "template_id", "window_start"], how="left"
+    )
     per_window = joined.groupBy(*WINDOW_KEYS).agg(
         *[F.sum(f"{lvl.lower()}_count").alias(lvl) for lvl in LEVELS],
         F.sum("count").alias("_all"),
         F.sum(F.when(F.col("_first") == F.col("window_start"), F.col("count")).otherwise(0)).alias("_new"),
-        F.sum(F.when(F.col("_total") < params.rare_count, F.col("count")).otherwise(0)).alias("_rare"),
+        F.sum(F.when(F.col("_seen") < params.rare_count, F.col("count")).otherwise(0)).alias("_rare"),
     )
     counted = [(F.lit(f"{lvl}_count"), F.col(lvl)) for lvl in LEVELS] + [
         (F.lit("log_count"), F.col("_all")),
@@ -212,6 +235,18 @@ def log_features(counts: DataFrame, summary: DataFrame, *, params: FeatureParams
     if params.fill_zero_counts:
         observed = counts.select("system", "window_start", "window_end").distinct()
         counts_long = fill_zero_counts(counts_long, observed, known.where(F.col("component") == "log") if known is not None else None)
+        # no zeros for a template before the service first logged it at WARN/ERROR
+        firsts = (
+            history.where((F.col("error_count") + F.col("warn_count")) > 0)
+            .groupBy("system", "service", "template_id")
+            .agg(F.min("window_start").alias("_since"))
+            .select("system", "service", F.concat(F.lit("template_"), F.col("template_id"), F.lit("_count")).alias("feature"), "_since")
+        )
+        counts_long = (
+            counts_long.join(firsts, on=["system", "service", "feature"], how="left")
+            .where(F.col("_since").isNull() | (F.col("window_start") >= F.col("_since")))
+            .drop("_since")
+        )
     ratio = stack_features(
         per_window, keys=WINDOW_KEYS, component="log", features=[(F.lit("error_ratio"), F.col("ERROR") / F.col("_all"))]
     )

@@ -119,7 +119,8 @@ def process(ctx: JobContext) -> None:
         if lake.exists("log_template_counts"):
             counts = lake.read("log_template_counts", systems=systems, window=run_window)
             summary = lake.read("log_templates", systems=systems)
-            parts.append(log_features(counts, summary, params=params, known=known))
+            history = lake.read("log_template_counts", systems=systems, window=TimeWindow(None, run_window.end))
+            parts.append(log_features(counts, summary, params=params, known=known, history=history))
         features = parts[0]
         for part in parts[1:]:
             features = features.unionByName(part)

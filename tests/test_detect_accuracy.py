@@ -104,6 +104,20 @@ def test_ensemble_meets_the_accuracy_bar_and_beats_every_single_detector(spark, 
     assert ens["f1"] >= max(table[d]["f1"] for d in ("zscore", "isolation_forest", "lstm")), table
 
 
+def script_session(args: argparse.Namespace, app_name: str) -> tuple[Any, Path, list[dict[str, Any]]]:
+    """For the script entry points: a quiet session and the prepared lake of --workdir/--seed."""
+    from meltrca.config import load_settings
+    from meltrca.logs import setup_logging
+    from meltrca.spark import build_session
+
+    setup_logging("WARNING")
+    spark = build_session(load_settings(environ={}), master=args.master, app_name=app_name)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lake, labels = prepare(spark, workdir, args.seed)
+    return spark, lake, labels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="folder for the generated input and the lake (reused)")
@@ -111,15 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the table here")
     p.add_argument("--master", default="local[2]")
     args = p.parse_args(argv)
-    from meltrca.config import load_settings
-    from meltrca.logs import setup_logging
-    from meltrca.spark import build_session
-
-    setup_logging("WARNING")
-    spark = build_session(load_settings(environ={}), master=args.master, app_name="meltrca-accuracy")
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    lake, labels = prepare(spark, workdir, args.seed)
+    spark, lake, labels = script_session(args, "meltrca-accuracy")
     table = evaluate_detectors(spark, lake, labels)
     print(format_table(table))
     if args.json:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_detect_accuracy import SEED, _context, prepare
+from test_detect_accuracy import SEED, _context, prepare, script_session
 
 
 def rank_faults(spark: Any, lake: Path, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -86,15 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--master", default="local[2]")
     args = p.parse_args(argv)
-    from meltrca.config import load_settings
-    from meltrca.logs import setup_logging
-    from meltrca.spark import build_session
-
-    setup_logging("WARNING")
-    spark = build_session(load_settings(environ={}), master=args.master, app_name="meltrca-rca-accuracy")
-    workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    lake, labels = prepare(spark, workdir, args.seed)
+    spark, lake, labels = script_session(args, "meltrca-rca-accuracy")
     print(accuracy_table(rank_faults(spark, lake, labels)))
     spark.stop()
     return 0

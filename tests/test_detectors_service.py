@@ -8,7 +8,14 @@ import pytest
 
 from meltrca.detectors.calibration import block_score
 from meltrca.detectors.classify import anomaly_type, confidence, run_lengths, severity_labels
-from meltrca.detectors.service import ROW_COLUMNS, baseline_mask, fit_service, score_service, to_matrix
+from meltrca.detectors.service import (
+    ROW_COLUMNS,
+    baseline_columns,
+    baseline_mask,
+    fit_service,
+    score_service,
+    to_matrix,
+)
 
 PLAN = {
     "enabled": ["zscore", "isolation_forest"],
@@ -119,6 +126,37 @@ def test_score_service_rows_carry_scores_ranges_types_and_the_ensemble():
     assert (rows["ensemble_score"] >= 0.95).all()
     assert rows["confidence"].between(0, 1).all() and not rows["cold_start"].any()
     assert rows["lstm"].isna().all()
+
+
+def test_a_series_born_after_the_baseline_is_not_modelled_in_either_way_of_fitting():
+    """Fit+score in one pass equals fitting on the baseline window alone and then scoring: a count
+    series first seen after the baseline (a template born in a fault) is in neither model."""
+    rows = long_rows()
+    t = pd.date_range("2024-09-26", periods=1200, freq="1min")
+    born = pd.DataFrame({"window_start": t[700:], "component": "log", "feature": "template_9a_count", "value": 4.0})
+    born.loc[born.index[200:230], "value"] = 60.0  # a burst of the new template during the CPU fault
+    rows = pd.concat([rows, born], ignore_index=True)
+
+    X = to_matrix(rows, 60)
+    mask = baseline_mask(X.index, 0.5)
+    assert X["log|template_9a_count"].iloc[:600].eq(0).all()  # zero-filled back into the baseline
+    cols = baseline_columns(rows, X, mask)
+    assert cols == ["log|ERROR_count", "metric|cpu_usage_mean", "trace|latency_p95_ms"]
+    assert baseline_columns(rows, X) == list(X.columns)  # no baseline mask: all of X is the baseline
+    one_pass = fit_service(X[cols], PLAN, seed=1, baseline=mask)
+
+    cut = X.index[mask].max()
+    base_rows = rows[pd.to_datetime(rows["window_start"]) <= cut]
+    B = to_matrix(base_rows, 60)
+    assert baseline_columns(base_rows, B) == cols
+    two_step = fit_service(B, PLAN, seed=1)
+
+    assert one_pass.detectors["zscore"].baseline_.features == two_step.detectors["zscore"].baseline_.features == cols
+    a = score_service(X, one_pass.detectors, PLAN)
+    b = score_service(X, two_step.detectors, PLAN)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert "template_9a_count" not in set(a["feature"])
+    assert set(a["feature"]) == {"cpu_usage_mean", "ERROR_count"}
 
 
 def test_windows_outside_the_emit_mask_are_context_only():

@@ -9,6 +9,7 @@ its first run's baseline, and scores later windows with the saved models: see me
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -98,12 +99,6 @@ def _same(lakes, table, drop=("run_id",)):
     return full.count()
 
 
-# Known gap (issue 9, open): features now agree, but detection does not yet. The first increment
-# fits and scores in one pass, so a log-template series that first appears late in it (during the
-# fault) is in the fitted matrix and scored; the reference run fits on the same baseline and then
-# scores with --score-only, where a series the model never saw is not scored. A few template-count
-# anomalies near the split (and the incidents/metadata built on them) therefore differ.
-UNSEEN_SERIES = pytest.mark.xfail(reason="fit+score vs score-only treat series new since the baseline differently", strict=False)
 
 
 @pytest.mark.slow
@@ -113,7 +108,6 @@ def test_features_equal_a_full_run(lakes):
 
 
 @pytest.mark.slow
-@UNSEEN_SERIES
 def test_anomalies_equal_a_full_run(lakes):
     n = _same(lakes, "anomalies")
     assert n > 0
@@ -124,12 +118,27 @@ def test_anomalies_equal_a_full_run(lakes):
 
 
 @pytest.mark.slow
-@UNSEEN_SERIES
 def test_incidents_and_metadata_equal_a_full_run(lakes):
     assert _same(lakes, "incidents") >= 1
     inc = lakes["inc"].read("incidents").collect()
     assert any(r["start"] < SPLIT < r["end"] for r in inc)  # one incident straddles the watermark, unsplit
-    assert _same(lakes, "metadata") > 0
+    assert _same(lakes, "metadata", drop=("run_id", "document")) > 0
+    docs = {side: {r["anomaly_id"]: _rounded(json.loads(r["document"]))
+                   for r in lakes[side].read("metadata").select("anomaly_id", "document").collect()}
+            for side in ("inc", "full")}
+    assert docs["inc"] == docs["full"]
+
+
+def _rounded(doc):
+    """A metadata document with its floats at 9 significant digits: a feature mean summed in another
+    partition order differs in the 16th digit, and the document carries it as text."""
+    if isinstance(doc, float):
+        return float(f"{doc:.9g}")
+    if isinstance(doc, dict):
+        return {k: _rounded(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_rounded(v) for v in doc]
+    return doc
 
 
 @pytest.mark.slow

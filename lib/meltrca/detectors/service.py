@@ -130,6 +130,23 @@ def baseline_mask(index: pd.DatetimeIndex, fraction: float) -> np.ndarray:
     return mask
 
 
+def baseline_columns(rows: pd.DataFrame, X: pd.DataFrame, baseline: np.ndarray | None = None) -> list[str]:
+    """Columns of X (built from `rows` by to_matrix) with a feature row inside the baseline windows.
+
+    A model knows only the series its baseline had. to_matrix zero-fills a count series born after
+    the baseline (a log template first seen during a fault) back to the first window; fitting on
+    that imagined past would make "fit and score in one pass" disagree with "fit on the baseline
+    window (--fit), then --score-only", where the series does not exist yet. A new template still
+    counts, through the service's new_template_count / rare_template_count."""
+    if X.empty or rows.empty:
+        return [str(c) for c in X.columns]
+    last = X.index[np.asarray(baseline, dtype=bool)].max() if baseline is not None else X.index.max()
+    key = (rows["component"].astype(str) + KEY_SEP + rows["feature"].astype(str)).to_numpy()
+    first = pd.Series(pd.to_datetime(rows["window_start"]).to_numpy()).groupby(key).min()
+    seen = set(first.index[first.to_numpy() <= np.datetime64(last)])
+    return [c for c in X.columns if c in seen]
+
+
 def fit_service(X: pd.DataFrame, plan: Mapping[str, Any], seed: int, baseline: np.ndarray | None = None) -> FittedService:
     """Fit the enabled detectors on the baseline rows of X (all rows when `baseline` is None)."""
     base = X if baseline is None else X.loc[np.asarray(baseline, dtype=bool)]

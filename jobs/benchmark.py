@@ -1,7 +1,8 @@
 """Scale benchmark of the pipeline: generated MELT at several sizes, each stage timed and measured.
 
     .venv/bin/python jobs/benchmark.py --output bench [--sizes 1M,10M,40M] [--masters local[1],local[2]]
-        [--compare-at 10M] [--stages ingest,features,detect,rca] [--workdir /tmp/bench]
+        [--compare-at 10M] [--stages ingest,features,detect,rca] [--compare-stages detect,rca]
+        [--workdir /tmp/bench] [--generate-only]
 
 For each size (total bronze rows over metrics, logs, spans and events) a bronze folder is made
 once with `meltrca generate` (reused from --workdir when its parameters match). The size is set
@@ -17,8 +18,10 @@ Spark session (JVM), on a lake of its own, so the figures do not leak into each 
   local mode the executors run inside it), the Python workers'; and the JVM's own heap peaks;
 - the load average before and after every run (other people's Spark jobs change everything).
 
-The last master of --masters runs at every size; the others only at the --compare-at sizes
-(local[1] vs local[2] speed-up per stage). Prints a table and writes <output>/benchmark.json.
+The last master of --masters (the main one) runs at every size, first; the others only at the
+--compare-at sizes (local[1] vs local[2] speed-up per stage). With --compare-stages they run only
+those stages, on a copy of the main master's lake with the earlier stages done (a quicker
+comparison of, say, detect alone). Prints a table and writes <output>/benchmark.json.
 """
 
 from __future__ import annotations
@@ -39,11 +42,22 @@ from pathlib import Path
 from typing import Any
 
 STAGES = ("ingest", "features", "detect", "rca", "explain", "report")
+# What each stage writes into the lake: a compared master that starts at a later stage gets a copy
+# of the main master's lake without these (see --compare-stages).
+STAGE_OUTPUTS = {
+    "ingest": ("metrics", "logs", "spans", "events", "quarantine"),
+    "features": ("features", "log_templates", "log_template_counts"),
+    "detect": ("models", "model_store", "anomalies"),
+    "rca": ("service_graph", "incidents"),
+    "explain": ("metadata", "incidents", "alerts", "metadata.jsonl", "incidents.jsonl"),
+    "report": ("report.html",),
+}
 DEFAULT_STAGES = "ingest,features,detect,rca"
 SERVICES = 20  # per system
 REQUESTS_PER_MINUTE = 200  # sampled traces per minute at the front door (daily peak)
 METRIC_ROWS_PER_HOUR = SERVICES * 60 * 19  # one sample per metric (about 19 per service) per minute
-ROWS_PER_TRACE = 30.0  # spans + log lines per sampled trace at 20 services (measured; varies by topology)
+ROWS_PER_TRACE = 22.0  # spans + log lines per sampled trace at 20 services (measured: 21.2 at 2 systems x 19.7 h,
+# 25.5 at 1 system x 6.6 h; varies by topology and time of day)
 MAX_HOURS = 40.0  # a system's timeline; bigger sizes add systems
 ACCEPT_GROWTH = 4.5  # time at 40M over time at 10M (4x rows)
 ACCEPT_SPEEDUP = 1.6  # detect, local[2] over local[1]
@@ -315,11 +329,24 @@ def stage_rows_in(stage: str, done: dict[str, dict[str, Any]], generated: dict[s
     return None
 
 
-def run_configuration(size_dir: Path, inp: Path, master: str, stages: list[str], generated: dict[str, Any]) -> dict[str, Any]:
+def seed_lake(source: Path, lake: Path, stages: list[str]) -> None:
+    """A copy of `source` (a finished lake) without what `stages` and every later stage write."""
+    first = min(STAGES.index(st) for st in stages)
+    drop = {t for st in STAGES[first:] for t in STAGE_OUTPUTS[st]}
+    shutil.copytree(source, lake, ignore=lambda d, names: [n for n in names if Path(d) == source and n in drop])
+
+
+def run_configuration(size_dir: Path, inp: Path, master: str, stages: list[str], generated: dict[str, Any],
+                      *, seed_from: Path | None = None, keep: bool = False,
+                      prior: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run `stages` on `master` in a fresh lake (or a copy of `seed_from` with the earlier stages done);
+    `prior` gives the earlier stages' counts (for rows in)."""
     tag = master_tag(master)
     lake = size_dir / f"lake-{tag}"
     shutil.rmtree(lake, ignore_errors=True)
-    done: dict[str, dict[str, Any]] = {}
+    if seed_from is not None:
+        seed_lake(seed_from, lake, stages)
+    done: dict[str, dict[str, Any]] = dict(prior or {})
     out: dict[str, Any] = {"master": master, "stages": {}}
     for stage in stages:
         r = run_child({"stage": stage, "master": master, "input": str(inp), "lake": str(lake)},
@@ -343,7 +370,10 @@ def run_configuration(size_dir: Path, inp: Path, master: str, stages: list[str],
     out["peak_python_driver_mb"] = max(e["peak_rss_mb"]["python_driver"] for e in st)
     out["peak_jvm_mb"] = max(e["peak_rss_mb"]["jvm"] for e in st)
     out["peak_jvm_heap_mb"] = max(e["jvm_heap_peak_mb"]["sum"] for e in st)
-    shutil.rmtree(lake, ignore_errors=True)
+    out["lake"] = str(lake)
+    out["_done"] = done
+    if not keep:
+        shutil.rmtree(lake, ignore_errors=True)
     return out
 
 
@@ -373,7 +403,8 @@ def machine_info() -> dict[str, Any]:
 
 def summarize(result: dict[str, Any], main_master: str, compare_at: list[str]) -> dict[str, Any]:
     """Growth with size, local[1] vs local[2] speed-ups, memory across sizes, acceptance checks."""
-    sizes = [s for s in result["sizes"] if main_master in result["sizes"][s]["runs"]]  # failed runs left out
+    sizes = sorted((s for s in result["sizes"] if main_master in result["sizes"][s]["runs"]),  # failed runs left out
+                   key=lambda s: result["sizes"][s]["rows"])  # smallest first, whatever order they ran in
     runs = {s: result["sizes"][s]["runs"][main_master] for s in sizes}
     growth = []
     for a, b in itertools.pairwise(sizes):
@@ -392,8 +423,10 @@ def summarize(result: dict[str, Any], main_master: str, compare_at: list[str]) -
         others = [m for m in rs if m != main_master] if main_master in rs else []
         for m in others:
             base, fast = rs[m], rs[main_master]
+            common = [st for st in fast["stages"] if st in base["stages"]]
+            secs = {r: sum(x["stages"][st]["seconds"] for st in common) for r, x in (("base", base), ("fast", fast))}
             speedups[f"{s} {main_master} vs {m}"] = {
-                "total": round(base["total_seconds"] / fast["total_seconds"], 2),
+                "total": round(secs["base"] / secs["fast"], 2),
                 **{st: round(base["stages"][st]["seconds"] / fast["stages"][st]["seconds"], 2)
                    for st in fast["stages"] if st in base["stages"]},
             }
@@ -446,16 +479,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="the last runs at every size, the others only at --compare-at sizes")
     p.add_argument("--compare-at", default="10M", help="sizes where every master runs ('all' = every size)")
     p.add_argument("--stages", default=DEFAULT_STAGES, help=f"comma list of {','.join(STAGES)}")
+    p.add_argument("--compare-stages", default=None,
+                   help="stages the other masters run (default: all of --stages); they start from a copy of the "
+                        "main master's lake with the earlier stages done, e.g. detect,rca")
     p.add_argument("--workdir", default="/tmp/bench", help="generated data (reused) and lakes")
     p.add_argument("--output", default="bench", help="folder for benchmark.json")
+    p.add_argument("--generate-only", action="store_true", help="make (or reuse) the input of every size and stop")
     args = p.parse_args(argv)
 
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     masters = [m.strip() for m in args.masters.split(",") if m.strip()]
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    bad = [s for s in stages if s not in STAGES]
+    compare_stages = stages if not args.compare_stages else [s.strip() for s in args.compare_stages.split(",") if s.strip()]
+    bad = [s for s in stages + compare_stages if s not in STAGES or s not in stages]
     if bad:
-        p.error(f"unknown stage(s) {bad}; choose from {STAGES}")
+        p.error(f"unknown stage(s) {bad}; choose from {STAGES} (--compare-stages from --stages)")
     compare_at = sizes if args.compare_at == "all" else [s.strip() for s in args.compare_at.split(",") if s.strip()]
     main_master = masters[-1]
     work = Path(args.workdir)
@@ -477,20 +515,35 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"target_rows": parse_size(size), "rows": gen["rows"], "rows_per_table": gen["rows_per_table"],
                  "generated": gen, "runs": {}}
         result["sizes"][size] = entry
-        for master in masters:
-            if master != main_master and size not in compare_at:
+        if args.generate_only:
+            continue
+        others = [m for m in masters if m != main_master and size in compare_at]
+        main_run: dict[str, Any] | None = None
+        for master in [main_master, *others]:  # the main master first: the others may start from its lake
+            partial = master != main_master and compare_stages != stages
+            if partial and main_run is None:
                 continue
-            print(f" {size} on {master} ({gen['rows']:,} rows)\n{HEADER}", flush=True)
+            run_stages = compare_stages if partial else stages
+            print(f" {size} on {master} ({gen['rows']:,} rows; {', '.join(run_stages)})\n{HEADER}", flush=True)
             try:
-                run = run_configuration(size_dir, size_dir / "input", master, stages, gen)
+                run = run_configuration(
+                    size_dir, size_dir / "input", master, run_stages, gen,
+                    seed_from=Path(main_run["lake"]) if partial else None,
+                    keep=master == main_master and bool(others) and compare_stages != stages,
+                    prior={k: v for k, v in main_run["_done"].items() if k not in run_stages} if partial else None,
+                )
             except RuntimeError as exc:  # e.g. a JVM killed by the kernel's OOM killer on a shared box
                 print(f"  FAILED: {exc}", flush=True)
                 entry["failed"] = {**entry.get("failed", {}), master: str(exc)}
                 continue
-            entry["runs"][master] = run
+            if master == main_master:
+                main_run = run
+            entry["runs"][master] = {k: v for k, v in run.items() if k != "_done"}
             print(f"  {'total':<9}{'':>13}{run['total_seconds']:>8.1f}{'':>10}{run['total_cpu_seconds']:>8.0f}"
                   f"   peak driver {run['peak_driver_mb']:.0f} MB", flush=True)
             (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str) + "\n")  # partial
+    for size in sizes:  # lakes kept for the compared masters
+        shutil.rmtree(work / size / f"lake-{master_tag(main_master)}", ignore_errors=True)
     result["summary"] = summarize(result, main_master, compare_at)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -85,14 +85,7 @@ def run_loop(features: pd.DataFrame, detector: str) -> dict[str, object]:
     digest of what it found."""
     from meltrca.config import load_settings
     from meltrca.detection import detection_plan
-    from meltrca.detectors.service import (
-        baseline_columns,
-        baseline_mask,
-        fit_service,
-        score_service,
-        series_seed,
-        to_matrix,
-    )
+    from meltrca.detectors.service import baseline_mask, fit_baseline_series, score_service, series_seed, to_matrix
 
     settings = load_settings(environ={}, overrides={"detection.enabled": [detector]})
     plan = detection_plan(settings, window_seconds=60)
@@ -100,8 +93,8 @@ def run_loop(features: pd.DataFrame, detector: str) -> dict[str, object]:
     t0 = time.perf_counter()
     for (system, service), group in features.groupby(["system", "service"], sort=True):
         X = to_matrix(group, 60)
-        mask = baseline_mask(X.index, plan["baseline_fraction"])
-        fitted = fit_service(X[baseline_columns(group, X, mask)], plan, series_seed(system, service), mask)
+        fitted = fit_baseline_series(group, X, plan, series_seed(system, service),
+                                     baseline_mask(X.index, plan["baseline_fraction"]))
         rows = score_service(X, fitted.detectors, plan, cold_start=fitted.cold_start)
         found += [[service, f"{r.window_start:%Y-%m-%dT%H:%M:%S}", r.component, r.feature, r.ensemble_score]
                   for r in rows.itertuples()]

@@ -32,9 +32,8 @@ from meltrca.detectors.classify import severity_labels
 from meltrca.detectors.service import (
     DETECTOR_ORDER,
     FittedService,
-    baseline_columns,
     baseline_mask,
-    fit_service,
+    fit_baseline_series,
     score_service,
     series_seed,
     to_matrix,
@@ -118,8 +117,7 @@ def _fit_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], store_root: str, v
     system, service = str(pdf["system"].iloc[0]), str(pdf["service"].iloc[0])
     X = to_matrix(pdf, int(plan["window_seconds"]))
     mask = baseline_mask(X.index, fraction) if fraction is not None else None
-    X = X[baseline_columns(pdf, X, mask)]
-    fitted: FittedService = fit_service(X, plan, series_seed(system, service), mask)
+    fitted: FittedService = fit_baseline_series(pdf, X, plan, series_seed(system, service), mask)
     rows = []
     for name, det in fitted.detectors.items():
         folder = model_dir(store_root, system, service, name, version)
@@ -183,9 +181,8 @@ def _score_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], index: Mapping[s
         detectors = load_models(entry["paths"], int(plan["lstm"]["threads"]))
         cold = bool(entry["cold_start"])
     else:  # a service no saved model knows: cold start on its own first windows
-        mask = baseline_mask(X.index, float(plan["baseline_fraction"]))
-        fitted = fit_service(X[baseline_columns(pdf, X, mask)], {**plan, "min_history": 10**9},
-                             series_seed(system, service), mask)
+        fitted = fit_baseline_series(pdf, X, {**plan, "min_history": 10**9}, series_seed(system, service),
+                                     baseline_mask(X.index, float(plan["baseline_fraction"])))
         detectors, cold = fitted.detectors, True
     emit = np.ones(len(X), dtype=bool)
     if emit_from is not None:

@@ -168,6 +168,12 @@ def fit_service(X: pd.DataFrame, plan: Mapping[str, Any], seed: int, baseline: n
     return FittedService(fitted, cold, base.index.min(), base.index.max(), windows)
 
 
+def fit_baseline_series(rows: pd.DataFrame, X: pd.DataFrame, plan: Mapping[str, Any], seed: int,
+                        baseline: np.ndarray | None = None) -> FittedService:
+    """fit_service on the series the baseline had (baseline_columns): what every fit path calls."""
+    return fit_service(X[baseline_columns(rows, X, baseline)], plan, seed, baseline)
+
+
 def score_service(
     X: pd.DataFrame,
     detectors: Mapping[str, Detector],

@@ -145,3 +145,35 @@ def test_labels_from_a_mapping(tmp_path):
     assert labels_from_mapping(m, system="other")[0]["system"] == "other"
     with pytest.raises(InputError, match="labels: no file matches faults.json"):
         labels_from_mapping(m, root=str(tmp_path / "elsewhere"))
+
+
+def test_deduplicate_keeps_the_least_row_per_key(spark):
+    """Map keys group regardless of entry order; the kept row is the least by the other columns."""
+    from meltrca.ingest.pipeline import deduplicate
+
+    schema = "k string, labels map<string,string>, v double, note string"
+    df = spark.createDataFrame(
+        [
+            ("a", {"x": "1", "y": "2"}, 3.0, "late"),
+            ("a", {"y": "2", "x": "1"}, 1.0, "kept"),
+            ("a", {"x": "1", "y": "2"}, 1.0, "later"),
+            ("a", {"x": "9"}, 5.0, "own key"),
+            ("b", None, None, "null v sorts first"),
+            ("b", None, 0.5, "dropped"),
+        ],
+        schema,
+    )
+    got = deduplicate(df, keys=("k", "labels"))
+    expected = spark.createDataFrame(
+        [
+            ("a", {"x": "1", "y": "2"}, 1.0, "kept"),
+            ("a", {"x": "9"}, 5.0, "own key"),
+            ("b", None, None, "null v sorts first"),
+        ],
+        schema,
+    )
+    assert got.columns == df.columns
+    assertDataFrameEqual(got, expected)
+    # a whole-row key (logs): identical rows collapse, attribute maps break no ties wrongly
+    rows = spark.createDataFrame([("m", {"p": "1"}), ("m", {"p": "1"}), ("m", {"p": "2"})], "k string, attributes map<string,string>")
+    assertDataFrameEqual(deduplicate(rows, keys=("k",)), spark.createDataFrame([("m", {"p": "1"})], rows.schema))

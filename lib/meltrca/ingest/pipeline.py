@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from meltrca.errors import InputError
@@ -153,17 +153,16 @@ def check_bronze_columns(df: DataFrame, signal: str, path: str, *, system_given:
 
 
 def deduplicate(df: DataFrame, *, keys: tuple[str, ...]) -> DataFrame:
-    """One row per key (``_n`` = how many rows it stood for); the kept row is chosen deterministically."""
-    key_cols = [
-        (F.array_sort(F.map_entries(k)) if k in MAP_FIELDS else F.col(k)).alias(f"_k_{k}") for k in keys
-    ]
+    """One row per key; the kept row is the least by the non-key columns (then the sorted map entries).
+
+    A shuffle by key plus ``row_number`` sorts with spilling, where a ``min_by`` of a struct falls
+    back to a map-side sort aggregate that ran out of execution memory at 40M rows on one machine.
+    """
+    key_cols = [F.array_sort(F.map_entries(k)) if k in MAP_FIELDS else F.col(k) for k in keys]
     rest = [c for c in df.columns if c not in keys or c in MAP_FIELDS]
-    orderable = [c for c in rest if c not in MAP_FIELDS]
-    pick = F.struct(*rest)
-    chosen = F.min_by(pick, F.struct(*orderable)) if orderable else F.first(pick)
-    grouped = df.groupBy(*key_cols).agg(F.count(F.lit(1)).alias("_n"), chosen.alias("_row"))
-    plain = [F.col(f"_k_{k}").alias(k) for k in keys if k not in MAP_FIELDS]
-    return grouped.select(*plain, "_row.*", "_n").select(*df.columns, "_n")
+    order = [F.array_sort(F.map_entries(c)) if c in MAP_FIELDS else F.col(c) for c in rest]
+    by_key = Window.partitionBy(*key_cols).orderBy(*(order or [F.lit(0)]))
+    return df.withColumn("_pick", F.row_number().over(by_key)).where(F.col("_pick") == 1).drop("_pick")
 
 
 # ---- writing ----------------------------------------------------------------------------------
@@ -234,12 +233,11 @@ def ingest_signal(
         if extents:
             obs = Observation(f"ingest-{signal}")
             deduped = deduplicate(rows.where(good).select(*bronze_cols), keys=DEDUP_KEYS[signal])
-            deduped = deduped.observe(obs, F.count(F.lit(1)).alias("rows"), F.sum("_n").alias("valid"))
+            deduped = deduped.observe(obs, F.count(F.lit(1)).alias("rows"))
             predicate = " OR ".join(f"({window_predicate(spec, [name], w)})" for name, w in extents.items())
-            lake.replace_where(signal, deduped.drop("_n"), predicate)
-            observed = obs.get
-            counts.accepted = int(observed.get("rows") or 0)
-            counts.deduplicated = int(observed.get("valid") or 0) - counts.accepted
+            lake.replace_where(signal, deduped, predicate)
+            counts.accepted = int(obs.get.get("rows") or 0)
+            counts.deduplicated = sum(r["valid"] for r in per_system) - counts.accepted
             log.debug("%s: wrote %s at %.1fs", signal, predicate, time.perf_counter() - t0)
         quarantine = rows.where(~accepted_now).select(
             F.col("system"),

@@ -155,14 +155,17 @@ def check_bronze_columns(df: DataFrame, signal: str, path: str, *, system_given:
 def deduplicate(df: DataFrame, *, keys: tuple[str, ...]) -> DataFrame:
     """One row per key; the kept row is the least by the non-key columns (then the sorted map entries).
 
-    A shuffle by key plus ``row_number`` sorts with spilling, where a ``min_by`` of a struct falls
-    back to a map-side sort aggregate that ran out of execution memory at 40M rows on one machine.
+    The rows are shuffled by key first, so the window (and the group limit Spark plans for
+    ``row_number() == 1``) sorts small shuffled partitions: a map-side sort of whole input splits
+    (``min_by`` over a struct, or a partial window group limit) ran out of execution memory on
+    24M spans with a 4g driver.
     """
     key_cols = [F.array_sort(F.map_entries(k)) if k in MAP_FIELDS else F.col(k) for k in keys]
     rest = [c for c in df.columns if c not in keys or c in MAP_FIELDS]
     order = [F.array_sort(F.map_entries(c)) if c in MAP_FIELDS else F.col(c) for c in rest]
     by_key = Window.partitionBy(*key_cols).orderBy(*(order or [F.lit(0)]))
-    return df.withColumn("_pick", F.row_number().over(by_key)).where(F.col("_pick") == 1).drop("_pick")
+    shuffled = df.repartition(*key_cols)
+    return shuffled.withColumn("_pick", F.row_number().over(by_key)).where(F.col("_pick") == 1).drop("_pick")
 
 
 # ---- writing ----------------------------------------------------------------------------------

@@ -160,9 +160,11 @@ def deduplicate(df: DataFrame, *, keys: tuple[str, ...]) -> DataFrame:
     (``min_by`` over a struct, or a partial window group limit) ran out of execution memory on
     24M spans with a 4g driver.
     """
-    key_cols = [F.array_sort(F.map_entries(k)) if k in MAP_FIELDS else F.col(k) for k in keys]
-    rest = [c for c in df.columns if c not in keys or c in MAP_FIELDS]
-    order = [F.array_sort(F.map_entries(c)) if c in MAP_FIELDS else F.col(c) for c in rest]
+    def comparable(c: str) -> Column:  # maps can be neither grouped nor ordered; their sorted entries can
+        return F.array_sort(F.map_entries(c)) if c in MAP_FIELDS else F.col(c)
+
+    key_cols = [comparable(k) for k in keys]
+    order = [comparable(c) for c in df.columns if c not in keys]
     by_key = Window.partitionBy(*key_cols).orderBy(*(order or [F.lit(0)]))
     shuffled = df.repartition(*key_cols)
     return shuffled.withColumn("_pick", F.row_number().over(by_key)).where(F.col("_pick") == 1).drop("_pick")

@@ -17,7 +17,7 @@ from pyspark.testing import assertDataFrameEqual
 from conftest import run_cli
 from meltrca.config import load_settings
 from meltrca.detection import detection_plan
-from meltrca.jobrunner import JobContext
+from meltrca.jobrunner import JobContext, run_stage
 from meltrca.schemas import FEATURES
 from meltrca.stages import detect
 from meltrca.timewindow import TimeWindow
@@ -237,16 +237,16 @@ def test_the_plan_shipped_to_executors_is_plain_data(fast_settings):
     assert plan["enabled"] == ["zscore", "isolation_forest", "lstm"] and plan["block"] == 1440
 
 
-# ---- through the CLI (a real subprocess) -----------------------------------------------------
+# ---- the command line: flags parsed by the job runner, and a real subprocess for the errors ----
 
 
-def test_cli_models_and_threshold_flags(lake_root, tmp_path):
+def test_cli_models_and_threshold_flags(lake_root, tmp_path, capfd):
     conf = tmp_path / "fast.yaml"
     conf.write_text("detection:\n  models:\n    lstm:\n      epochs: 2\n")
-    res = run_cli("detect", "--lake", lake_root, "--models", "zscore", "--threshold", "0.99", "--config", str(conf),
-                  "--master", "local[2]")
-    assert res.returncode == 0, res.stderr
-    assert "[meltrca] score" in res.stderr
+    code = run_stage("detect", detect, ["--lake", lake_root, "--models", "zscore", "--threshold", "0.99",
+                                        "--config", str(conf), "--master", "local[2]"])
+    assert code == 0, capfd.readouterr().err
+    assert "[meltrca] score" in capfd.readouterr().err
     from pyspark.sql import SparkSession
 
     from meltrca.io import Lake
@@ -262,6 +262,9 @@ def test_cli_fails_in_one_line_without_features_or_saved_models(tmp_path):
     empty = tmp_path / "empty"
     res = run_cli("detect", "--lake", str(empty), "--master", "local[1]")
     assert res.returncode != 0
-    assert res.stderr.strip().splitlines()[-1].startswith("meltrca detect: error: lake table 'features' not found")
+    assert res.stderr.strip().splitlines() == [
+        f"meltrca detect: error: lake table 'features' not found at {empty}/features (run the stage that writes it first)"
+    ]
+    assert not empty.exists()  # refused before Spark: a mistyped --lake leaves no new lake (nor `runs`) behind
     bad = run_cli("detect", "--lake", str(empty), "--models", "bogus")
     assert bad.returncode != 0 and "unknown detector 'bogus'" in bad.stderr.strip().splitlines()[-1]

@@ -20,19 +20,16 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_detect_accuracy import SEED, _context, prepare, script_session
+from conftest import compiled_plans
+from test_detect_accuracy import ENSEMBLE, SEED, detect_and_rca, prepare, script_session
 
 
 def rank_faults(spark: Any, lake: Path, labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """detect (every detector) + rca on the lake; per fault: type, true service, rank, top 3."""
     from meltrca import evaluation
-    from meltrca.config import load_settings
     from meltrca.io import Lake
-    from meltrca.stages import detect, rca
 
-    settings = load_settings(environ={})
-    detect.process(_context(spark, settings, "detect", str(lake)), mode="fit_score")
-    rca.process(_context(spark, settings, "rca", str(lake)))
+    settings = detect_and_rca(spark, lake, ENSEMBLE)
     docs = [r.asDict(recursive=True) for r in Lake(spark, str(lake)).read("incidents").collect()]
     incidents = evaluation.parse_incidents(docs)
     faults = evaluation.parse_faults(labels)
@@ -71,8 +68,9 @@ def test_root_cause_accuracy_on_generated_faults(spark, tmp_path_factory):
 
     workdir = tmp_path_factory.getbasetemp() / f"accuracy-seed{SEED}"
     workdir.mkdir(exist_ok=True)
-    lake, labels = prepare(spark, workdir)
-    rows = rank_faults(spark, lake, labels)
+    with compiled_plans(spark):  # millions of rows: generated code pays off here
+        lake, labels = prepare(spark, workdir)
+        rows = rank_faults(spark, lake, labels)
     print("\n" + accuracy_table(rows))
     assert len(rows) >= 10
     ac = evaluation.root_cause_accuracy([r["rank"] for r in rows])

@@ -503,4 +503,4 @@ def test_cli_without_incidents_table_is_a_one_line_error(tmp_path):
     assert res.returncode == 3, res.stderr
     lines = res.stderr.strip().splitlines()
     assert lines[-1].startswith("meltrca report: error: lake table 'incidents' not found"), res.stderr
-    assert not (tmp_path / "nothing-here" / "report.html").exists()
+    assert not (tmp_path / "nothing-here").exists()  # refused before Spark: nothing written

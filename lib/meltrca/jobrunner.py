@@ -1,9 +1,11 @@
 """What every job shares: flags, config, logging, the session, the `runs` record, exit codes.
 
 A stage module (``meltrca.stages.*``) provides ``DESCRIPTION``, ``add_arguments(parser)``,
-optionally ``config_overrides(args) -> dict`` and ``lake_root(args) -> str | None``, and
-``execute(ctx)``. ``job_main`` turns it into ``main(argv) -> int`` for jobs/*.py and the CLI:
-0 on success, non-zero with one line on stderr on any failure (Airflow/cron judge by it).
+optionally ``config_overrides(args) -> dict``, ``lake_root(args) -> str | None`` and
+``preflight(args, settings)`` (checks that need no Spark: missing local inputs, bad flag values;
+they fail in a second and record no run), and ``execute(ctx)``. ``job_main`` turns it into
+``main(argv) -> int`` for jobs/*.py and the CLI: 0 on success, non-zero with one line on stderr
+on any failure (Airflow/cron judge by it).
 """
 
 from __future__ import annotations
@@ -195,6 +197,8 @@ def _run_stage(job: str, stage: ModuleType, argv: Sequence[str] | None = None) -
         log.debug("settings %s", settings.to_dict())
         if stage.execute is not_implemented:  # fail before starting Spark or recording a run
             stage.execute(None)
+        if hasattr(stage, "preflight"):  # missing inputs / bad flag values: one line, no session, no run
+            stage.preflight(args, settings)
         ctx = JobContext(
             job=job,
             args=args,

@@ -35,7 +35,13 @@ from meltrca.incremental import context_windows
 from meltrca.jobrunner import JobContext
 from meltrca.logs import get_logger
 from meltrca.schemas import MODELS
-from meltrca.stages.common import INCREMENTAL_HELP, add_detection_arguments, add_lake_argument, detection_overrides
+from meltrca.stages.common import (
+    INCREMENTAL_HELP,
+    add_detection_arguments,
+    add_lake_argument,
+    detection_overrides,
+    require_tables,
+)
 from meltrca.timewindow import utcnow
 
 DESCRIPTION = "Fit and score anomaly detectors (z-score, Isolation Forest, LSTM autoencoder) per service."
@@ -134,6 +140,10 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
         info["extra"] = f"{n_signals} signal + {n_events} change-event anomalies"
     ctx.count("anomalies", n_signals + n_events)
     ctx.count("anomalies_signal", n_signals)
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    require_tables(args.lake, "features", *(["models"] if args.score_only else []))
 
 
 def execute(ctx: JobContext) -> None:

@@ -12,6 +12,7 @@ from meltrca import evaluation
 from meltrca.config import conf_dir
 from meltrca.errors import InputError
 from meltrca.io import read_jsonl
+from meltrca.stages.common import require_tables
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -102,6 +103,10 @@ def process(ctx: JobContext, *, labels: str, root: str | None = None, metrics: s
 def _window_delta(text: str) -> timedelta:
     n, unit = text.split()
     return timedelta(**{unit.rstrip("s") + "s": int(n)})
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    require_tables(args.results, "incidents")
 
 
 def execute(ctx: JobContext) -> None:

@@ -34,7 +34,7 @@ from meltrca.explain.llm import LLMWriter
 from meltrca.explain.writers import explain_incidents, llm_config, with_signature
 from meltrca.io import iter_column, write_jsonl
 from meltrca.logs import get_logger
-from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument, require_tables
 from meltrca.timewindow import TimeWindow, utcnow
 
 if TYPE_CHECKING:
@@ -58,6 +58,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def lake_root(args: argparse.Namespace) -> str:
     return args.lake
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    require_tables(args.lake, "anomalies")
 
 
 def execute(ctx: JobContext) -> None:

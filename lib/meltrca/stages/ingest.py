@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument, require_folder
 
 if TYPE_CHECKING:
     from meltrca.ingest import IngestReport
@@ -37,6 +37,16 @@ def process(ctx: JobContext, *, source: str, path: str | None = None, system: st
             raise ConfigError("--source bronze needs --path (the generated bronze folder)")
         return ingest_bronze_dir(ctx, path, system=system)
     return run_ingest(ctx, load_mapping(source), root=path, system=system)
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    """The mapping parses and names real fields, and local input folders exist, before Spark starts."""
+    if args.source != "bronze":
+        from meltrca.ingest import load_mapping
+
+        load_mapping(args.source)
+    if args.path:
+        require_folder(args.path, "input folder")
 
 
 def execute(ctx: JobContext) -> None:

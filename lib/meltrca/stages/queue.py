@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meltrca.alerts import deliver_pending, parse_sink
 from meltrca.errors import MeltrcaError
 from meltrca.explain.http import RetryPolicy
+from meltrca.stages.common import require_tables
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -22,6 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def lake_root(args: argparse.Namespace) -> str:
     return args.results
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    a = settings.alerts
+    parse_sink(args.sink, policy=RetryPolicy(attempts=a.max_attempts, backoff_seconds=a.backoff_seconds,
+                                             timeout_seconds=a.timeout_seconds))
+    require_tables(args.results, "alerts")
 
 
 def execute(ctx: JobContext) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
@@ -12,7 +12,7 @@ from meltrca.graph import choose_engine
 from meltrca.rca.incidents import group_incidents, rank_incidents, system_reachability
 from meltrca.rca.ranking import RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
-from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument, require_tables
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -66,6 +66,10 @@ def process(ctx: JobContext) -> None:
         lake.replace_window("incidents", incidents, systems=systems, window=ctx.window)
         info["rows"] = lake.read("incidents", systems=systems, window=ctx.window).count()
         info["extra"] = f"{len(systems)} system(s), graph engine {engine}"
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    require_tables(args.lake, "anomalies")
 
 
 def execute(ctx: JobContext) -> None:

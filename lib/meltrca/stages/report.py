@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from meltrca.errors import InputError
 from meltrca.report import ReportParams, build_report, local_results_dir
+from meltrca.stages.common import require_tables
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -57,6 +58,10 @@ def process(
         ctx.count("report_incidents", len(data.incidents))
     print(f"report: {path.resolve()}")
     return path
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    require_tables(args.results, "incidents")
 
 
 def execute(ctx: JobContext) -> None:

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from meltrca import incremental as inc
 from meltrca.stages import detect, explain, features, ingest, rca, report
-from meltrca.stages.common import add_detection_arguments, detection_overrides
+from meltrca.stages.common import add_detection_arguments, detection_overrides, require_folder
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -114,6 +114,14 @@ def print_summary(summary: dict[str, Any], limit: int = 10) -> None:
         )
     if len(summary["top"]) > limit:
         print(f"  ... and {len(summary['top']) - limit} more (see incidents.jsonl / report.html)", file=out)
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    if args.source:
+        from meltrca.ingest import load_mapping
+
+        load_mapping(args.source)
+    require_folder(args.input, "input folder")
 
 
 def execute(ctx: JobContext) -> None:

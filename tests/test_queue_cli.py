@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 from meltrca.explain.documents import schema_validator
 from meltrca.io import Lake, read_jsonl
 from meltrca.jobrunner import run_stage
 from meltrca.stages import explain
 from test_explain_lake import build_lake
+
+# Slow target: an explain stage on a cold session plus a console-script JVM (~65 s on an idle 2-core machine).
+pytestmark = pytest.mark.slow
 
 SECRET = "sk-cli-never-stored-9d8e7f"
 

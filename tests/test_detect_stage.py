@@ -245,8 +245,9 @@ def test_cli_models_and_threshold_flags(lake_root, tmp_path, capfd):
     conf.write_text("detection:\n  models:\n    lstm:\n      epochs: 2\n")
     code = run_stage("detect", detect, ["--lake", lake_root, "--models", "zscore", "--threshold", "0.99",
                                         "--config", str(conf), "--master", "local[2]"])
-    assert code == 0, capfd.readouterr().err
-    assert "[meltrca] score" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert "[meltrca] score" in err
     from pyspark.sql import SparkSession
 
     from meltrca.io import Lake

@@ -36,8 +36,7 @@ def test_explain_then_queue_from_the_command_line(spark, tmp_path, monkeypatch, 
     assert len(read_jsonl(out / "incidents.jsonl")) == 3
 
     sink = tmp_path / "alerts.jsonl"
-    first = run_cli("queue", "--results", lake.root, "--sink", f"jsonl:{sink}", "--master", "local[2]",
-                    env={"LLM_API_KEY": SECRET})
+    first = run_cli("queue", "--results", lake.root, "--sink", f"jsonl:{sink}", "--master", "local[2]")
     assert first.returncode == 0, first.stderr
     delivered = [json.loads(x) for x in sink.read_text().splitlines()]
     assert sorted(d["event"] for d in delivered) == ["opened", "opened", "opened", "resolved"]

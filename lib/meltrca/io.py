@@ -72,6 +72,18 @@ def conform(df: DataFrame, schema: StructType, *, table: str = "", time_column: 
     )
 
 
+def local_path(root: str) -> Path | None:
+    """The local path of a lake/input root (plain path or file://), None for cluster URIs (s3a://, hdfs://)."""
+    if "://" in root and not root.startswith("file://"):
+        return None
+    return Path(root.removeprefix("file://"))
+
+
+def missing_table(root: str, table: str) -> InputError:
+    """The one error for a lake table a stage needs and nobody wrote yet."""
+    return InputError(f"lake table '{table}' not found at {root.rstrip('/')}/{table} (run the stage that writes it first)")
+
+
 class Lake:
     """The embedded lake: one Delta table per SPEC §3 table under a root folder (or URI)."""
 
@@ -108,7 +120,7 @@ class Lake:
         spec = self.spec(table)
         if not self.exists(table):
             if required:
-                raise InputError(f"lake table '{table}' not found at {self.path(table)} (run the stage that writes it first)")
+                raise missing_table(self.root, table)
             return self.empty(table)
         df = self.spark.read.format("delta").load(self.path(table))
         pred = window_predicate(spec, systems, window)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meltrca.errors import ConfigError
+from meltrca.io import local_path
 from meltrca.logs import redact
 from meltrca.report.gather import ReportParams, gather
 from meltrca.report.model import ReportData
@@ -27,9 +28,10 @@ __all__ = ["REPORT_NAME", "ReportParams", "build_report", "local_results_dir", "
 
 def local_results_dir(root: str) -> Path:
     """The results folder as a local path (the page is a file a person opens)."""
-    if "://" in root and not root.startswith("file://"):
+    path = local_path(root)
+    if path is None:
         raise ConfigError(f"the results folder {root} is not a local folder: report.html is written beside the lake")
-    return Path(root.removeprefix("file://"))
+    return path
 
 
 def write_page(html: str, path: Path) -> None:

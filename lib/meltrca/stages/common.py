@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from meltrca.config import DETECTORS
@@ -58,31 +57,27 @@ def detection_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"detection.enabled": parse_models(args.models), "detection.threshold": args.threshold}
 
 
-def local_folder(root: str) -> Path | None:
-    """The local path of a lake/input root (plain path or file://), None for cluster URIs (s3a://, hdfs://)."""
-    if "://" in root and not root.startswith("file://"):
-        return None
-    return Path(root.removeprefix("file://"))
-
 
 def require_tables(root: str, *tables: str) -> None:
     """Preflight: fail before starting Spark when a local lake lacks a table the stage must read.
 
-    Same message as ``Lake.read(required=True)``; nothing is written, so a mistyped --lake never
+    Same error as ``Lake.read(required=True)``; nothing is written, so a mistyped --lake never
     leaves a new lake folder (with a `runs` table) behind. Cluster URIs are checked by Spark later.
     """
-    folder = local_folder(root)
+    from meltrca.io import local_path, missing_table
+
+    folder = local_path(root)
     if folder is None:
         return
     for table in tables:
         if not (folder / table / "_delta_log").is_dir():
-            raise InputError(
-                f"lake table '{table}' not found at {root.rstrip('/')}/{table} (run the stage that writes it first)"
-            )
+            raise missing_table(root, table)
 
 
 def require_folder(root: str, what: str) -> None:
     """Preflight: a local input folder must exist (cluster URIs are checked by Spark later)."""
-    folder = local_folder(root)
+    from meltrca.io import local_path
+
+    folder = local_path(root)
     if folder is not None and not folder.exists():
         raise InputError(f"{what} not found: {root}")

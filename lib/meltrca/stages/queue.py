@@ -25,10 +25,13 @@ def lake_root(args: argparse.Namespace) -> str:
     return args.results
 
 
-def preflight(args: argparse.Namespace, settings: Any) -> None:
+def retry_policy(settings: Any) -> RetryPolicy:
     a = settings.alerts
-    parse_sink(args.sink, policy=RetryPolicy(attempts=a.max_attempts, backoff_seconds=a.backoff_seconds,
-                                             timeout_seconds=a.timeout_seconds))
+    return RetryPolicy(attempts=a.max_attempts, backoff_seconds=a.backoff_seconds, timeout_seconds=a.timeout_seconds)
+
+
+def preflight(args: argparse.Namespace, settings: Any) -> None:
+    parse_sink(args.sink, policy=retry_policy(settings))
     require_tables(args.results, "alerts")
 
 
@@ -39,8 +42,7 @@ def execute(ctx: JobContext) -> None:
 def process(ctx: JobContext, *, sink: str) -> None:
     """Deliver every pending alert; exit non-zero (after saving progress) when some stay pending."""
     a = ctx.settings.alerts
-    policy = RetryPolicy(attempts=a.max_attempts, backoff_seconds=a.backoff_seconds, timeout_seconds=a.timeout_seconds)
-    target = parse_sink(sink, policy=policy)
+    target = parse_sink(sink, policy=retry_policy(ctx.settings))
     with ctx.stage("queue") as info:
         report = deliver_pending(ctx.lake, target, systems=ctx.systems or None, commit_every=a.commit_every)
         info["rows"] = report.delivered

@@ -39,6 +39,15 @@ def compiled_plans(spark) -> Iterator[None]:
             spark.conf.set(k, v)
 
 
+def set_comparable(df):
+    """Map columns as JSON of their sorted entries, so that set operations (distinct, exceptAll) accept them."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import MapType
+
+    return df.select([F.to_json(F.array_sort(F.map_entries(f.name))).alias(f.name) if isinstance(f.dataType, MapType)
+                      else F.col(f.name) for f in df.schema.fields])
+
+
 @pytest.fixture(scope="session")
 def settings():
     from meltrca.config import load_settings

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from conftest import set_comparable
 from meltrca.io import Lake
 from meltrca.jobrunner import run_stage
 from meltrca.runs import last_successful_window_end
@@ -28,12 +28,6 @@ from meltrca.stages import detect, explain, generate, rca, run
 pytestmark = pytest.mark.slow
 
 
-def comparable(df):
-    """Map columns as JSON text, so set operations (distinct) work on every table."""
-    from pyspark.sql.types import MapType
-
-    return df.select([F.to_json(f.name).alias(f.name) if isinstance(f.dataType, MapType) else F.col(f.name)
-                      for f in df.schema.fields])
 
 ARGS = ["--models", "zscore,isolation"]
 TABLES = ["metrics", "logs", "spans", "events", "features", "log_template_counts", "anomalies", "service_graph",
@@ -110,9 +104,9 @@ def test_killed_run_is_left_running_and_ignored_by_the_watermark(lakes):
 def test_rerun_after_kill_equals_a_clean_run(lakes, table):
     got = lakes["crashed"].read(table).drop("run_id", "ingested_at")
     want = lakes["clean"].read(table).drop("run_id", "ingested_at")
-    assert got.count() == comparable(got).dropDuplicates().count()  # nothing duplicated
+    assert got.count() == set_comparable(got).dropDuplicates().count()  # nothing duplicated
     assert want.count() > 0
-    assertDataFrameEqual(comparable(got), comparable(want), checkRowOrder=False)
+    assertDataFrameEqual(set_comparable(got), set_comparable(want), checkRowOrder=False)
 
 
 def test_failed_stage_exits_non_zero_and_is_recorded(lakes, capsys):

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from conftest import compiled_plans, run_cli
+from conftest import compiled_plans, run_cli, set_comparable
 from meltrca.config import load_settings
 from meltrca.generate import distributed
 from meltrca.generate.labels import labels
@@ -43,14 +43,6 @@ def small_run(spark, tmp_path_factory):
 
 def table(spark, out: Path, name: str):
     return read_table_dir(spark, out / name)
-
-
-def set_comparable(df):
-    """Map columns as JSON of their sorted entries, so that set operations (exceptAll) accept them."""
-    from pyspark.sql.types import MapType
-
-    return df.select([F.to_json(F.array_sort(F.map_entries(f.name))).alias(f.name) if isinstance(f.dataType, MapType)
-                      else F.col(f.name) for f in df.schema.fields])
 
 
 def test_writes_the_four_bronze_tables_as_delta_with_their_schemas(spark, small_run):

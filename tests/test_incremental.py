@@ -16,6 +16,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from conftest import set_comparable
 from meltrca import incremental as inc
 from meltrca.io import Lake
 from meltrca.jobrunner import JobContext, run_stage
@@ -31,12 +32,6 @@ MODELS = ["--models", "zscore,isolation"]
 BRONZE = {"metrics": "ts", "logs": "ts", "spans": "start_ts", "events": "ts"}
 
 
-def comparable(df):
-    """Map columns as JSON text, so set operations (distinct) work on every table."""
-    from pyspark.sql.types import MapType
-
-    return df.select([F.to_json(f.name).alias(f.name) if isinstance(f.dataType, MapType) else F.col(f.name)
-                      for f in df.schema.fields])
 
 
 def _ok(job, module, *argv):
@@ -93,9 +88,9 @@ def test_second_run_processes_only_new_windows(lakes, spark):
 def _same(lakes, table, drop=("run_id",)):
     inc = lakes["inc"].read(table).drop(*drop)
     full = lakes["full"].read(table).drop(*drop)
-    assert inc.count() == comparable(inc).dropDuplicates().count()  # nothing duplicated
+    assert inc.count() == set_comparable(inc).dropDuplicates().count()  # nothing duplicated
     # Sums of the same floats in another order (other partitions) differ in the last bits: rtol 1e-9.
-    assertDataFrameEqual(comparable(inc), comparable(full), checkRowOrder=False, rtol=1e-9, atol=1e-12)
+    assertDataFrameEqual(set_comparable(inc), set_comparable(full), checkRowOrder=False, rtol=1e-9, atol=1e-12)
     return full.count()
 
 

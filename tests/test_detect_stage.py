@@ -257,6 +257,10 @@ def test_cli_models_and_threshold_flags(lake_root, tmp_path, capfd):
     assert rows and all(set(r["detector_scores"]) == {"zscore"} and r["ensemble_score"] >= 0.99 for r in rows)
     runs = lake.read("runs").where("job = 'detect' AND status = 'succeeded'").collect()
     assert any(r["row_counts"].get("anomalies") == len(rows) + 1 for r in runs)
+    # batch lives 25 minutes: too short to model, said in the summary and kept in its `runs` row
+    note = "shop/batch: too short to model (13 baseline windows, fewer than min_history 30): cold start, z-score only"
+    assert f"[meltrca] note: {note}" in err.splitlines()
+    assert [r["notes"] for r in runs if r["row_counts"].get("anomalies") == len(rows) + 1] == [[note]]
 
 
 def test_cli_fails_in_one_line_without_features_or_saved_models(tmp_path):

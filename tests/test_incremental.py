@@ -151,7 +151,7 @@ def test_nothing_new_exits_zero(lakes, capsys):
 
 
 def _run_row(run_id, job, status, start, end):
-    return (run_id, job, ["shop"], "{}", start, end, {}, status, T0, None, {}, None)
+    return (run_id, job, ["shop"], "{}", start, end, {}, status, T0, None, {}, None, [])
 
 
 def _incident(iid, start, end):

@@ -110,3 +110,19 @@ def test_runs_table_records_status_and_watermark(spark, lake, settings):
     assert runs["r2"]["status"] == "failed" and runs["r2"]["error"] == "boom"
     # The watermark ignores the failed run.
     assert last_successful_window_end(lake, "features") == datetime(2024, 9, 26, 6)
+
+
+def test_runs_of_a_lake_made_before_notes_gain_the_column(spark, lake, settings, capsys):
+    """A lake whose `runs` predates the notes column takes the next run's notes (schema evolution on merge)."""
+    from pyspark.sql.types import StructType
+
+    old = StructType([f for f in TABLES["runs"].schema.fields if f.name != "notes"])
+    row = ("r0", "detect", ["a"], "{}", None, None, {}, "succeeded", datetime(2024, 9, 25), datetime(2024, 9, 25), {}, None)
+    spark.createDataFrame([row], old).write.format("delta").save(lake.path("runs"))
+    args = argparse.Namespace(lake=lake.root, debug=False)
+    ctx = JobContext(job="detect", args=args, settings=settings, run_id="r1", window=TimeWindow(), lake_root=lake.root, _spark=spark)
+    ctx.note("shop/batch: too short to model")
+    ctx.record_run("succeeded")
+    assert "[meltrca] note: shop/batch: too short to model" in capsys.readouterr().err
+    runs = {r["run_id"]: r["notes"] for r in lake.read("runs").collect()}
+    assert runs == {"r0": None, "r1": ["shop/batch: too short to model"]}

@@ -174,6 +174,26 @@ def test_rca_stage_two_simultaneous_independent_faults_make_two_incidents(spark,
     assert sorted(r["incident_id"] for r in lake.read("incidents").collect()) == ids
 
 
+def test_rca_stage_links_consecutive_hourly_windows_into_one_incident(spark, lake, settings):
+    """Hourly series: a spike over three one-hour windows is one incident, not three (the 3-minute
+    time tolerance is widened to the window, so neighbouring windows always link)."""
+    hours = [anomaly("plant", "temperature_p95", 60 * h, 0.999) for h in (0, 1, 2)]
+    for r in hours:
+        r["window_end"] = r["window_start"] + timedelta(hours=1)
+    far = anomaly("plant", "temperature_p95", 60 * 30, 0.999)  # a day later: its own incident
+    far["window_end"] = far["window_start"] + timedelta(hours=1)
+    rows = [tuple(r[f.name] for f in ANOMALIES) for r in [*hours, far]]
+    lake.replace_window("anomalies", spark.createDataFrame(rows, ANOMALIES), systems=["shop"], window=None)
+    ctx = JobContext(job="rca", args=argparse.Namespace(lake=lake.root), settings=settings, run_id="rca-h",
+                     window=TimeWindow(), lake_root=lake.root, _spark=spark)
+    rca_stage.process(ctx)
+    got = sorted((r["start"], r["end"], r["services"]) for r in lake.read("incidents").where("system = 'shop'").collect())
+    assert got == [
+        (T0, T0 + timedelta(hours=3), ["plant"]),
+        (T0 + timedelta(hours=30), T0 + timedelta(hours=31), ["plant"]),
+    ]
+
+
 @pytest.mark.parametrize("feature,kind", [
     ("cpu_usage_mean", "cpu"), ("CpuUsageRate(%)_mean", "cpu"), ("conn_pool_usage_max", "connection_pool"),
     ("memory_usage_p95", "memory"), ("latency_p95_ms", "latency"), ("error_rate_mean", "errors"),

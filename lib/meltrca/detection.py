@@ -40,7 +40,10 @@ from meltrca.detectors.service import (
 )
 from meltrca.detectors.store import FORMATS, dump_detector, load_detector
 from meltrca.io import list_artifacts, read_artifact, write_artifact
+from meltrca.logs import get_logger
 from meltrca.schemas import MODELS
+
+log = get_logger("detection")
 
 EVENT = "event"
 MODEL_STORE = "model_store"
@@ -118,6 +121,8 @@ def _fit_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], store_root: str, v
     X = to_matrix(pdf, int(plan["window_seconds"]))
     mask = baseline_mask(X.index, fraction) if fraction is not None else None
     fitted: FittedService = fit_baseline_series(pdf, X, plan, series_seed(system, service), mask)
+    if fitted.note:  # executor log; the models row says cold_start / baseline_windows (see fit_notes)
+        log.warning("%s/%s: %s", system, service, fitted.note)
     rows = []
     for name, det in fitted.detectors.items():
         folder = model_dir(store_root, system, service, name, version)
@@ -140,6 +145,17 @@ def fit_models(features: DataFrame, *, plan: Mapping[str, Any], store_root: str,
         _fit_group, plan=dict(plan), store_root=store_root, version=version, fitted_at=fitted_at, fraction=fraction
     )
     return by_service(signal_rows(features)).groupBy("system", "service").applyInPandas(fn, schema=MODELS)
+
+
+def fit_notes(models: Sequence[Any], min_history: int) -> list[str]:
+    """One line per series fitted cold start (too short to model), from collected MODELS rows:
+    what a run summary shows so a short series is neither a crash nor silence."""
+    seen = {(r["system"], r["service"]): int(r["baseline_windows"] or 0) for r in models if r["cold_start"]}
+    return [
+        f"{system}/{service}: too short to model ({n} baseline window{'' if n == 1 else 's'}, fewer than "
+        f"min_history {int(min_history)}): cold start, z-score only"
+        for (system, service), n in sorted(seen.items())
+    ]
 
 
 def model_index(models: DataFrame, detectors: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -179,6 +179,7 @@ class Lake:
             .merge(out.alias("s"), cond)
             .whenMatchedUpdateAll()
             .whenNotMatchedInsertAll()
+            .withSchemaEvolution()  # a column the contract added since the table was made (runs.notes)
             .execute()
         )
 

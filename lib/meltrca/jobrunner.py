@@ -82,6 +82,7 @@ class JobContext:
     window: TimeWindow
     lake_root: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # shown in the run summary and kept in `runs`
     timings: dict[str, float] = field(default_factory=dict)
     systems: list[str] = field(default_factory=list)
     watermark: datetime | None = None  # --incremental: end of the newest succeeded run of this job
@@ -118,6 +119,11 @@ class JobContext:
 
     def count(self, name: str, n: int) -> None:
         self.counts[name] = int(n)
+
+    def note(self, text: str) -> None:
+        """Something a person should know of a run that still succeeds (printed, and kept in `runs`)."""
+        self.notes.append(text)
+        print(redact(f"[meltrca] note: {text}"), file=sys.stderr, flush=True)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:

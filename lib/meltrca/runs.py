@@ -31,6 +31,7 @@ def write_run(ctx: JobContext, status: str, error: str | None = None) -> None:
         None if status == "running" else utcnow(),
         {k: float(v) for k, v in ctx.timings.items()},
         error,
+        list(ctx.notes),
     )
     df = ctx.spark.createDataFrame([row], RUNS)
     Lake(ctx.spark, ctx.lake_root).merge("runs", df, keys=["run_id"])

@@ -138,6 +138,8 @@ RUNS = StructType([
     _f("row_counts", MapType(StringType(), LongType())), _f("status", STR, False),
     _f("started_at", TS, False), _f("ended_at", TS), _f("timings", MapType(StringType(), DoubleType())),
     _f("error", STR),
+    # what a person should know of a run that succeeded: a series too short to model, ...
+    _f("notes", ArrayType(STR)),
 ])
 
 MODELS = StructType([

@@ -5,11 +5,16 @@ the expected value is the one of three robust models that explains the baseline 
 cut the residual MAD to SEASONAL_GAIN of the flat model's, or it is not used):
 - flat: the baseline median;
 - daily profile (where the baseline spans a day): the median per time-of-day bin, smoothed by a
-  circular rolling median over ``rolling_window`` windows;
+  circular rolling median over ``rolling_window`` windows (at most a quarter of the day);
 - load: a robust line (Tukey biweight) on the service's own traffic (its least noisy request
   rate/count feature), so CPU, pools, threads, log volume and queueing latency that follow the
   traffic — over the day *and* in a benign surge — are expected, while the same CPU without the
   traffic is not. The traffic feature itself keeps a flat/daily model.
+The profile takes what the sampling step and the history support: 10-minute bins, bins as wide
+as the window when windows are coarser (an hourly series has 24 one-hour bins), coarser bins when
+too few baseline windows fall in each, and no profile at all (flat median/MAD) when the history is
+shorter than a day, the windows are too coarse for a daily shape (wider than 6 hours) or even
+6-hour bins stay nearly empty. ``model_`` says which, and a debug line logs it.
 The scale is 1.4826 x MAD of the residuals with floors (a constant series gets a tiny scale, not
 zero; a count gets at least one event) so scores stay finite. Median/MAD and the biweight shrug
 off the faults a real baseline contains.
@@ -26,14 +31,21 @@ import numpy as np
 import pandas as pd
 
 from meltrca.detectors.classify import upward_only
+from meltrca.logs import get_logger
 
 PERIOD_SECONDS = 86_400
-PROFILE_BIN_SECONDS = 600  # daily profile resolution (10 minutes), interpolated between bins
+PROFILE_BIN_SECONDS = 600  # finest daily profile resolution (10 minutes), interpolated between bins
+PROFILE_MIN_BINS = 4  # a daily profile has at least this many bins (6 hours each); coarser: none
+PROFILE_MIN_POINTS = 2  # baseline windows per bin (median over the bins) a profile needs, else coarser bins
+SMOOTH_MAX_SECONDS = PERIOD_SECONDS // 4  # the profile's rolling median never spans more than 6 hours
 SEASONAL_GAIN = 0.8  # the profile is used only when it cuts the residual MAD to this share or less
 Z_CAP = 1e6  # |z| never exceeds this (finite scores, whatever the input)
 KEY_SEP = "|"  # a service's matrix column is "component|feature" (log and trace both have error_ratio)
 LOAD_TOLERANCE = 1.15  # a load model may be this much noisier than the daily one and still win
 LOAD_PATTERN = re.compile(r"request", re.I)  # traffic features a service's load can be read from
+DAY_DIVISORS = tuple(sorted({d for i in range(1, 294) if PERIOD_SECONDS % i == 0 for d in (i, PERIOD_SECONDS // i)}))
+
+log = get_logger("detectors.baseline")
 
 
 def is_count_feature(name: str) -> bool:
@@ -41,10 +53,27 @@ def is_count_feature(name: str) -> bool:
     return name.endswith("_count")
 
 
-def time_of_day_bins(index: pd.DatetimeIndex, bin_seconds: int = PROFILE_BIN_SECONDS) -> np.ndarray:
-    """Fractional daily-profile bin of each timestamp (for interpolation between bin centres)."""
+def time_of_day_bins(index: pd.DatetimeIndex, bin_seconds: int = PROFILE_BIN_SECONDS,
+                     shift_seconds: float = 0.0) -> np.ndarray:
+    """Fractional daily-profile bin of each timestamp (+ shift_seconds), for interpolation between
+    bin centres."""
     secs = index.asi8 // 1_000_000_000 % PERIOD_SECONDS
-    return secs / bin_seconds
+    return (secs + shift_seconds) / bin_seconds
+
+
+def profile_bin_seconds(window_seconds: int) -> int:
+    """The finest daily-profile bin a window size supports: PROFILE_BIN_SECONDS, or the window
+    rounded up to a divisor of the day (an hourly series gets 24 one-hour bins, not 144 bins of
+    which five in six never see a window); a day for windows of a day or more."""
+    want = max(PROFILE_BIN_SECONDS, int(window_seconds))
+    return next((d for d in DAY_DIVISORS if d >= want), PERIOD_SECONDS)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}" if seconds % size == 0 else f"{seconds / size:.1f} {unit}"
+    return f"{seconds:g} s"
 
 
 @dataclass
@@ -56,6 +85,8 @@ class SeriesBaseline:
     features: list[str] = field(default_factory=list)
     center_: np.ndarray | None = None  # (k,)
     profile_: np.ndarray | None = None  # (bins, k); NaN columns = not seasonal
+    bin_seconds_: int = PROFILE_BIN_SECONDS  # width of one profile bin (PERIOD_SECONDS / bins)
+    model_: str = ""  # what the data supported (daily profile at which bins, or why none): for notes/logs
     scale_: np.ndarray | None = None  # (k,)
     history_: np.ndarray | None = None  # (k,) non-missing baseline points per feature
     nonneg_: np.ndarray | None = None  # (k,) bool: never negative in the baseline (counts, ratios)
@@ -74,21 +105,22 @@ class SeriesBaseline:
         v = X.to_numpy(dtype=float)
         v = np.where(np.isfinite(v), v, np.nan)
         k = v.shape[1]
-        n_bins = PERIOD_SECONDS // PROFILE_BIN_SECONDS
         self.history_ = np.isfinite(v).sum(axis=0).astype(float)
         self.nonneg_ = ~(np.nan_to_num(v, nan=0.0) < 0).any(axis=0)
         with np.errstate(all="ignore"):
             center = np.nanmedian(v, axis=0) if len(v) else np.full(k, np.nan)
         self.center_ = np.where(np.isfinite(center), center, 0.0)
+        bin_seconds, why_not = self._profile_bins(X.index, v)
+        self.bin_seconds_ = bin_seconds or profile_bin_seconds(self.window_seconds)
+        n_bins = PERIOD_SECONDS // self.bin_seconds_
         self.profile_ = np.full((n_bins, k), np.nan)
-        span = (X.index.max() - X.index.min()).total_seconds() + self.window_seconds if len(X) else 0.0
         self.intercept_ = np.zeros(k)
         self.slope_ = np.full(k, np.nan)
         mad_flat = _mad(v - self.center_)
         best = mad_flat.copy()  # residual MAD of the chosen model, per column
-        if span >= PERIOD_SECONDS:
+        if bin_seconds:
             profile = self._daily_profile(X.index, v, n_bins)
-            mad_seasonal = _mad(v - _interp_profile(profile, time_of_day_bins(X.index)))
+            mad_seasonal = _mad(v - _interp_profile(profile, self._profile_pos(X.index)))
             seasonal = np.isfinite(profile).all(axis=0) & (mad_seasonal < SEASONAL_GAIN * mad_flat)
             self.profile_[:, seasonal] = profile[:, seasonal]
             best = np.where(seasonal, mad_seasonal, best)
@@ -97,7 +129,66 @@ class SeriesBaseline:
             self._fit_load_models(v, mad_flat, best)
         resid = v - self.expected(X)
         self.scale_ = self._robust_scale(resid, self.center_)
+        self.model_ = self._describe(len(X), why_not)
+        log.debug("baseline of %d x %s windows, %d features: %s", len(X), _duration(self.window_seconds), k, self.model_)
         return self
+
+    def _profile_bins(self, index: pd.DatetimeIndex, v: np.ndarray) -> tuple[int | None, str]:
+        """Profile bin width the baseline supports (None: no profile) and, if none, why not.
+
+        Bins start as fine as the window allows (profile_bin_seconds) and double, triple, ... (any
+        divisor of the day) until the median bin holds PROFILE_MIN_POINTS baseline windows; a
+        profile needs PROFILE_MIN_BINS bins and a day of history."""
+        rows = np.isfinite(v).any(axis=1) if v.shape[1] else np.zeros(len(v), dtype=bool)
+        if not rows.any():
+            return None, "no baseline windows with data"
+        seen = index[rows]
+        span = (seen.max() - seen.min()).total_seconds() + self.window_seconds
+        if span < PERIOD_SECONDS:
+            return None, f"history of {_duration(span)} is shorter than a day"
+        finest = profile_bin_seconds(self.window_seconds)
+        if PERIOD_SECONDS // finest < PROFILE_MIN_BINS:
+            return None, f"{_duration(self.window_seconds)} windows are too coarse for a daily profile"
+        secs = seen.asi8 // 1_000_000_000 % PERIOD_SECONDS
+        for bin_seconds in (d for d in DAY_DIVISORS if d >= finest and d % finest == 0):
+            n_bins = PERIOD_SECONDS // bin_seconds
+            if n_bins < PROFILE_MIN_BINS:
+                break
+            counts = np.bincount(secs // bin_seconds, minlength=n_bins)
+            if np.median(counts) >= PROFILE_MIN_POINTS:
+                return bin_seconds, ""
+        return None, (f"too few baseline windows per time of day ({int(rows.sum())} windows, "
+                      f"fewer than {PROFILE_MIN_POINTS} per bin even in {PROFILE_MIN_BINS} bins)")
+
+    def _profile_pos(self, index: pd.DatetimeIndex) -> np.ndarray:
+        """Profile position of each window: a bin's median sits at the mean start of the windows it
+        holds, (bin - window) / 2 into the bin, so an hourly window falls on its own one-hour bin."""
+        return time_of_day_bins(index, self.bin_seconds_, 0.5 * min(self.window_seconds, self.bin_seconds_))
+
+    def _describe(self, n: int, why_not: str) -> str:
+        k = len(self.features)
+        seasonal = int(self.seasonal_.sum()) if k else 0
+        driven = int(np.isfinite(self.slope_).sum()) if k else 0
+        if why_not:
+            text = f"no daily profile ({why_not})"
+        else:
+            n_bins = PERIOD_SECONDS // self.bin_seconds_
+            text = (f"daily profile of {n_bins} bins of {_duration(self.bin_seconds_)} "
+                    f"(rolling median over {self._smooth_width(n_bins)} bins) for {seasonal} of {k} features")
+        if driven:
+            text += f", load model for {driven}"
+        rest = k - seasonal - driven
+        if rest:
+            text += f"; flat median/MAD for {rest}"
+        if n < 3:
+            text += f"; only {n} baseline window{'s' if n != 1 else ''}: too few to model, scales at their floors"
+        return text
+
+    def _smooth_width(self, n_bins: int) -> int:
+        """Bins (odd) of the profile's circular rolling median: rolling_window windows, at most a
+        quarter of the day (a rolling median that spans the day is a flat line), at least one bin."""
+        seconds = min(self.rolling_window * self.window_seconds, SMOOTH_MAX_SECONDS)
+        return min(max(1, round(seconds / self.bin_seconds_)) | 1, max(1, (n_bins - 1) | 1))
 
     def _pick_load(self, v: np.ndarray) -> int:
         """The least noisy traffic feature seen in most baseline windows: lowest minute-to-minute
@@ -131,10 +222,10 @@ class SeriesBaseline:
                 self.profile_[:, j] = np.nan
 
     def _daily_profile(self, index: pd.DatetimeIndex, v: np.ndarray, n_bins: int) -> np.ndarray:
-        bins = np.floor(time_of_day_bins(index)).astype(int) % n_bins
+        bins = np.floor(time_of_day_bins(index, self.bin_seconds_)).astype(int) % n_bins
         per_bin = pd.DataFrame(v).groupby(bins).median().reindex(range(n_bins))
-        width = max(1, round(self.rolling_window * self.window_seconds / PROFILE_BIN_SECONDS)) | 1
-        half = width // 2
+        width = self._smooth_width(n_bins)
+        half = width // 2  # < n_bins: the wrap below is one turn of the circle on each side
         wrapped = pd.concat([per_bin.iloc[-half:], per_bin, per_bin.iloc[:half]]) if half else per_bin
         smooth = wrapped.rolling(width, center=True, min_periods=1).median()
         return smooth.iloc[half : half + n_bins].to_numpy(dtype=float)
@@ -162,7 +253,7 @@ class SeriesBaseline:
         out = np.broadcast_to(self.center_, (n, k)).copy()
         seasonal = self.seasonal_
         if seasonal.any() and n:
-            out[:, seasonal] = _interp_profile(self.profile_[:, seasonal], time_of_day_bins(index))
+            out[:, seasonal] = _interp_profile(self.profile_[:, seasonal], self._profile_pos(index))
         driven = np.isfinite(self.slope_) if self.slope_ is not None else np.zeros(k, dtype=bool)
         if self.load_ >= 0 and driven.any() and n:
             key = self.features[self.load_]
@@ -198,7 +289,9 @@ class SeriesBaseline:
             "rolling_window": self.rolling_window,
             "window_seconds": self.window_seconds,
             "features": self.features,
+            "model": self.model_,
             "center": self.center_.tolist(),
+            "profile_bin_seconds": self.bin_seconds_,
             "profile": [[None if np.isnan(x) else float(x) for x in row] for row in self.profile_.T],
             "scale": self.scale_.tolist(),
             "history": self.history_.tolist(),
@@ -212,10 +305,12 @@ class SeriesBaseline:
     def from_dict(cls, d: dict[str, Any]) -> SeriesBaseline:
         b = cls(rolling_window=int(d["rolling_window"]), window_seconds=int(d["window_seconds"]))
         b.features = list(d["features"])
+        b.model_ = str(d.get("model", ""))
         b.center_ = np.asarray(d["center"], dtype=float)
+        b.bin_seconds_ = int(d.get("profile_bin_seconds", PROFILE_BIN_SECONDS))  # older models: 10 min
         b.profile_ = np.asarray(
             [[np.nan if x is None else x for x in row] for row in d["profile"]], dtype=float
-        ).T.reshape(PERIOD_SECONDS // PROFILE_BIN_SECONDS, len(b.features))
+        ).T.reshape(PERIOD_SECONDS // b.bin_seconds_, len(b.features))
         b.scale_ = np.asarray(d["scale"], dtype=float)
         b.history_ = np.asarray(d["history"], dtype=float)
         b.nonneg_ = np.asarray(d["nonneg"], dtype=bool)

@@ -118,6 +118,7 @@ class FittedService:
     baseline_start: pd.Timestamp | None
     baseline_end: pd.Timestamp | None
     baseline_windows: int
+    note: str = ""  # why the series is not fully modelled (too short: cold start, no features), else ""
 
 
 def baseline_mask(index: pd.DatetimeIndex, fraction: float) -> np.ndarray:
@@ -156,8 +157,13 @@ def fit_service(X: pd.DataFrame, plan: Mapping[str, Any], seed: int, baseline: n
     enabled = [d for d in DETECTOR_ORDER if d in plan["enabled"]]
     names = [RobustZScore.name] if cold else enabled
     if not names or base.shape[1] == 0:
-        return FittedService({}, cold, None, None, windows)
+        note = f"not modelled: no feature in its {windows} baseline windows" if base.shape[1] == 0 else ""
+        return FittedService({}, cold, None, None, windows, note)
     shared = SeriesBaseline(int(plan["zscore"]["rolling_window"]), int(plan["window_seconds"])).fit(base)
+    note = ""
+    if cold:
+        note = (f"too short to model: {windows} baseline window{'' if windows == 1 else 's'} (fewer than "
+                f"min_history {int(plan['min_history'])}), cold start with the z-score only; {shared.model_}")
     clean = has_data.copy()
     fitted: dict[str, Detector] = {}
     for name in names:
@@ -165,7 +171,7 @@ def fit_service(X: pd.DataFrame, plan: Mapping[str, Any], seed: int, baseline: n
         fitted[name] = det
         # Later (costlier) learners do not learn from what earlier ones already call extreme.
         clean &= block_score(det.pvalue(base), det.block) < TRIM_SCORE
-    return FittedService(fitted, cold, base.index.min(), base.index.max(), windows)
+    return FittedService(fitted, cold, base.index.min(), base.index.max(), windows, note)
 
 
 def fit_baseline_series(rows: pd.DataFrame, X: pd.DataFrame, plan: Mapping[str, Any], seed: int,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meltrca.config import DETECTORS
 from meltrca.errors import ConfigError, InputError, MeltrcaError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 MODEL_ALIASES = {"isolation": "isolation_forest", "iforest": "isolation_forest", "zscore": "zscore", "lstm": "lstm"}
 
@@ -21,6 +24,14 @@ def not_implemented(ctx: Any) -> None:
 
 def add_lake_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     parser.add_argument("--lake", required=required, metavar="DIR", help="lake root folder (Delta tables)")
+
+
+def widest_window_seconds(df: DataFrame) -> int | None:
+    """The feature window (seconds) of rows with window_start/window_end; None when there are no rows."""
+    from pyspark.sql import functions as F
+
+    width = df.select(F.max(F.unix_timestamp("window_end") - F.unix_timestamp("window_start")).alias("w")).first()
+    return None if width is None or width["w"] is None else max(int(width["w"]), 1)
 
 
 INCREMENTAL_HELP = "only windows after the last succeeded run of this job (watermark in `runs`), up to --end or the newest data"

@@ -18,13 +18,13 @@ from datetime import timedelta
 from typing import Any
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from meltrca.detection import (
     anomaly_rows,
     change_events,
     detection_plan,
     fit_models,
+    fit_notes,
     model_index,
     score_features,
     store_root_of,
@@ -41,6 +41,7 @@ from meltrca.stages.common import (
     add_lake_argument,
     detection_overrides,
     require_tables,
+    widest_window_seconds,
 )
 from meltrca.timewindow import utcnow
 
@@ -71,12 +72,10 @@ def lake_root(args: argparse.Namespace) -> str:
 
 
 def _window_seconds(features: DataFrame) -> int:
-    width = features.select(
-        F.max(F.unix_timestamp("window_end") - F.unix_timestamp("window_start")).alias("w")
-    ).first()
-    if width is None or width["w"] is None:
+    width = widest_window_seconds(features)
+    if width is None:
         raise InputError("the features table has no rows in the input window (run `meltrca features` first)")
-    return max(int(width["w"]), 1)
+    return width
 
 
 def _systems(ctx: JobContext, features: DataFrame) -> list[str]:
@@ -111,6 +110,8 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
             info["rows"] = len(fitted)
             info["extra"] = f"{len({(r['system'], r['service']) for r in fitted})} services"
         ctx.count("models", len(fitted))
+        for line in fit_notes(fitted, plan["min_history"]):
+            ctx.note(line)
         if mode == "fit":
             return
         index = model_index(models, plan["enabled"])

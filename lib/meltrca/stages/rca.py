@@ -12,7 +12,7 @@ from meltrca.graph import choose_engine
 from meltrca.rca.incidents import group_incidents, rank_incidents, system_reachability
 from meltrca.rca.ranking import RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
-from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument, require_tables
+from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument, require_tables, widest_window_seconds
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -53,7 +53,8 @@ def process(ctx: JobContext) -> None:
         )
         info["rows"] = edges.count()
     with ctx.stage("rca") as info:
-        tolerance_s = int(s.rca.time_tolerance_minutes * 60)
+        # consecutive windows of a service always link, whatever the sampling step (hourly series)
+        tolerance_s = max(int(s.rca.time_tolerance_minutes * 60), widest_window_seconds(anomalies) or 0)
         keyed = group_incidents(anomalies, edges, tolerance_s=tolerance_s, engine=engine)
         reach = system_reachability(edges, engine=engine)
         # change events up to change_lookback before the window still explain incidents inside it

@@ -55,3 +55,25 @@ def test_engine_choice(spark):
         assert auto == "native"
         with pytest.raises(SetupError, match="make setup"):
             choose_engine(spark, "graphframes")
+
+
+@pytest.mark.timeout(240)  # before the fix this hung for many minutes in the driver
+def test_long_chains_do_not_blow_up_size_estimates(spark):
+    """SPARK-52163 regression: iterated self-joins over localCheckpoint'ed rounds kept the origin
+    plan's size estimate, which multiplied every round as a BigInt until the driver spent minutes
+    in visitJoin and overflowed ("BigInteger would overflow supported range"). A 60-vertex path
+    needs 60 label-propagation rounds without pointer jumping; every round is now read
+    back from files, and jumping brings it to a handful."""
+    n = 60
+    names = [f"n{i:03d}" for i in range(n)]
+    v = spark.createDataFrame([(x,) for x in names] + [("solo",)], "id string")
+    # edges point both ways along the chain, in shuffled direction, so both orientations count
+    e = spark.createDataFrame(
+        [(names[i], names[i + 1]) if i % 2 else (names[i + 1], names[i]) for i in range(n - 1)], "src string, dst string"
+    )
+    expected = spark.createDataFrame([(x, "n000") for x in names] + [("solo", "solo")], "id string, component string")
+    for engine in engines(spark):
+        assertDataFrameEqual(connected_components(v, e, engine=engine), expected)
+        plan_size = connected_components(v, e, engine=engine)._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
+        assert int(plan_size) < 2**63
+

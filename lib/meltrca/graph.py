@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from meltrca.errors import SetupError
+from meltrca.io import Scratch
 from meltrca.logs import get_logger
 from meltrca.spark import SETUP_HINT, graphframes_available
 
@@ -40,43 +41,60 @@ def _undirected(edges: DataFrame) -> DataFrame:
 def connected_components(vertices: DataFrame, edges: DataFrame, *, engine: str = "auto") -> DataFrame:
     """(id, component): component = the smallest vertex id of the weakly connected component."""
     spark = vertices.sparkSession
-    ids = vertices.select(F.col("id").cast("string").alias("id")).distinct().localCheckpoint()
-    edges = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
-    edges = edges.localCheckpoint()
-    if choose_engine(spark, engine) == "graphframes":
-        from graphframes import GraphFrame
-
-        g = GraphFrame(ids, edges)
-        cc = g.connectedComponents()
-        # GraphFrames labels components with a long; map each to its smallest member id.
-        smallest = cc.groupBy("component").agg(F.min("id").alias("label"))
-        return cc.join(smallest, "component").select("id", F.col("label").alias("component"))
-    return _native_components(ids, edges)
-
-
-def _native_components(ids: DataFrame, edges: DataFrame, max_iterations: int = 100) -> DataFrame:
-    """Min-label propagation over undirected edges until no label changes."""
-    und = _undirected(edges).localCheckpoint()
-    labels = ids.select("id", F.col("id").alias("component")).localCheckpoint()
-    for i in range(max_iterations):
-        incoming = (
-            und.join(labels, und.src == labels.id)
-            .select(F.col("dst").alias("id"), F.col("component").alias("candidate"))
+    with Scratch(spark, "components") as scratch:
+        ids = scratch.reread(vertices.select(F.col("id").cast("string").alias("id")).distinct())
+        edges = scratch.reread(
+            edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
         )
-        updated = (
+        if choose_engine(spark, engine) == "graphframes":
+            from graphframes import GraphFrame
+
+            # GraphFrames checkpoints to sc's checkpoint dir (files: fresh statistics each round).
+            cc = GraphFrame(ids, edges).connectedComponents(algorithm="two_phase", max_iter=1000)
+            # GraphFrames labels components with a long; map each to its smallest member id.
+            smallest = cc.groupBy("component").agg(F.min("id").alias("label"))
+            labels = cc.join(smallest, "component").select("id", F.col("label").alias("component"))
+        else:
+            labels = _native_components(ids, edges, scratch)
+        return scratch.keep(labels)
+
+
+def _native_components(ids: DataFrame, edges: DataFrame, scratch: Scratch, max_iterations: int = 200) -> DataFrame:
+    """Min-label propagation with pointer jumping over undirected edges, until no label changes.
+
+    Each round a vertex takes the smallest label among itself and its neighbours, then the label
+    of that label (jumping halves a long chain's distance per round, so a path of n vertices
+    converges in O(log n) rounds instead of n). Labels are always member ids and only decrease,
+    so the fixpoint labels every component with its smallest id. Every round is re-read from
+    files (``Scratch``): see SPARK-52163 there.
+    """
+    und = scratch.reread(_undirected(edges))
+    labels = scratch.reread(ids.select("id", F.col("id").alias("component")))
+    for i in range(max_iterations):
+        incoming = und.join(labels, und.src == labels.id).select(
+            F.col("dst").alias("id"), F.col("component").alias("candidate")
+        )
+        propagated = (
             labels.join(incoming, "id", "left")
             .groupBy("id")
             .agg(F.least(F.min("component"), F.min("candidate")).alias("component"))
-            .localCheckpoint()
         )
-        changed = updated.join(labels.withColumnRenamed("component", "old"), "id").where(
-            F.col("component") != F.col("old")
-        ).limit(1).count()
+        target = propagated.select(F.col("id").alias("t_id"), F.col("component").alias("t_component"))
+        jumped = propagated.join(target, propagated.component == target.t_id, "left").select(
+            "id", F.least(F.col("component"), F.coalesce("t_component", "component")).alias("component")
+        )
+        updated = scratch.reread(jumped)
+        changed = (
+            updated.join(labels.withColumnRenamed("component", "old"), "id")
+            .where(F.col("component") != F.col("old"))
+            .limit(1)
+            .count()
+        )
         labels = updated
         if changed == 0:
-            log.debug("connected components converged after %d iterations", i + 1)
+            log.debug("connected components converged after %d rounds", i + 1)
             return labels
-    log.warning("connected components stopped after %d iterations without converging", max_iterations)
+    log.warning("connected components stopped after %d rounds without converging", max_iterations)
     return labels
 
 
@@ -86,24 +104,24 @@ def reachability(vertices: DataFrame, edges: DataFrame, *, engine: str = "auto")
     A vertex reaches itself with 0 hops. Used to ask "is this service downstream of that one?"
     """
     spark = vertices.sparkSession
-    # Materialised inputs: iterative self-joins over deep lineage trip Spark's attribute resolution.
-    ids = vertices.select(F.col("id").cast("string").alias("id")).distinct().localCheckpoint()
-    e = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
-    e = e.distinct().localCheckpoint()
-    if choose_engine(spark, engine) == "graphframes":
-        from graphframes import GraphFrame
+    with Scratch(spark, "reachability") as scratch:
+        ids = scratch.reread(vertices.select(F.col("id").cast("string").alias("id")).distinct())
+        e = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
+        e = scratch.reread(e.distinct())
+        if choose_engine(spark, engine) == "graphframes":
+            from graphframes import GraphFrame
 
-        landmarks = [r["id"] for r in ids.collect()]
-        sp = GraphFrame(ids, e).shortestPaths(landmarks=landmarks)
-        return sp.select(F.col("id").alias("src"), F.explode("distances").alias("dst", "hops")).select(
-            "src", "dst", F.col("hops").cast("int")
-        )
-    return _native_reachability(ids, e)
+            landmarks = [r["id"] for r in ids.collect()]
+            sp = GraphFrame(ids, e).shortestPaths(landmarks=landmarks)
+            known = sp.select(F.col("id").alias("src"), F.explode("distances").alias("dst", "hops"))
+        else:
+            known = _native_reachability(ids, e, scratch)
+        return scratch.keep(known.select("src", "dst", F.col("hops").cast("int")))
 
 
-def _native_reachability(ids: DataFrame, edges: DataFrame, max_hops: int = 1000) -> DataFrame:
+def _native_reachability(ids: DataFrame, edges: DataFrame, scratch: Scratch, max_hops: int = 1000) -> DataFrame:
     """Breadth-first frontier expansion with joins; stops when no new (src, dst) pair appears."""
-    known = ids.select(F.col("id").alias("src"), F.col("id").alias("dst"), F.lit(0).alias("hops")).localCheckpoint()
+    known = scratch.reread(ids.select(F.col("id").alias("src"), F.col("id").alias("dst"), F.lit(0).alias("hops")))
     frontier = known
     for hop in range(1, max_hops + 1):
         step = (
@@ -112,9 +130,9 @@ def _native_reachability(ids: DataFrame, edges: DataFrame, max_hops: int = 1000)
             .select(F.col("f.src").alias("src"), F.col("e.dst").alias("dst"))
             .distinct()
         )
-        new = step.join(known, ["src", "dst"], "left_anti").withColumn("hops", F.lit(hop)).localCheckpoint()
+        new = scratch.reread(step.join(known, ["src", "dst"], "left_anti").withColumn("hops", F.lit(hop)))
         if new.limit(1).count() == 0:
             break
-        known = known.unionByName(new).localCheckpoint()
+        known = known.unionByName(new)  # sizes add up here: no round-trip needed
         frontier = new
-    return known.select("src", "dst", F.col("hops").cast("int"))
+    return known

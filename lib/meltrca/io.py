@@ -305,3 +305,50 @@ def list_artifacts(uri: str) -> list[str]:
     filesystem, path = _artifact_fs(uri)
     infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
     return sorted(i.base_name for i in infos if i.type == fs.FileType.File and not i.base_name.startswith("."))
+
+
+# ---- scratch tables for iterative jobs ---------------------------------------------------------
+
+
+class Scratch:
+    """Intermediate DataFrames of an iterative algorithm, written as Parquet and read back.
+
+    Why not ``localCheckpoint``: a checkpointed plan keeps the statistics of the plan it came from,
+    and the size estimate of an iterated self-join multiplies each round as an uncapped BigInt
+    (SPARK-52163): the driver spends minutes multiplying and then overflows or runs out of heap.
+    Data read back from files starts with fresh statistics (file sizes). The folder lives under
+    Spark's checkpoint dir (shared storage on a cluster) and is deleted by ``close``.
+    """
+
+    def __init__(self, spark: SparkSession, name: str) -> None:
+        import uuid
+
+        base = spark.sparkContext.getCheckpointDir() or spark.conf.get(
+            "spark.checkpoint.dir", os.path.join(os.environ.get("TMPDIR", "/tmp"), "meltrca-checkpoints")
+        )
+        self.spark = spark
+        self.root = f"{base.rstrip('/')}/meltrca-scratch/{name}-{uuid.uuid4().hex[:12]}"
+        self._n = 0
+
+    def reread(self, df: DataFrame) -> DataFrame:
+        """``df`` computed once, stored, and returned as a plain file scan."""
+        path = f"{self.root}/{self._n:04d}"
+        self._n += 1
+        df.write.mode("overwrite").parquet(path)
+        return self.spark.read.parquet(path)
+
+    def keep(self, df: DataFrame) -> DataFrame:
+        """A result that must outlive ``close``: cached on the executors (its plan is a file scan,
+        so the local checkpoint inherits sane statistics)."""
+        return df.localCheckpoint()
+
+    def close(self) -> None:
+        jvm = self.spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(self.root)
+        path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

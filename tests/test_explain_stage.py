@@ -90,6 +90,31 @@ def test_correlation_scores_are_pearson_over_the_incident_window(explained):
     assert got[0]["correlation_score"] > 0.8  # the callers' symptoms track the CPU saturation
 
 
+def test_pearson_gives_no_score_for_one_shared_point_or_a_constant_series(spark):
+    """Spark 4 runs ANSI mode: F.corr over a constant series divides by zero and raised
+    DIVIDE_BY_ZERO, ending the whole run (issue 25). Such pairs now get no score; others keep r."""
+    from meltrca.explain.correlation import pearson
+
+    t = [at(m) for m in range(5)]
+    series = {"up": [1, 2, 3, 4, 5], "twice": [2, 4, 6, 8, 10.5], "flat": [7, 7, 7, 7, 7], "once": [None, None, 3, None, None]}
+    features = spark.createDataFrame(
+        [("shop", name, "metric", "x", ts, ts, float(v), ts.date())
+         for name, values in series.items() for ts, v in zip(t, values, strict=True) if v is not None],
+        "system string, service string, component string, feature string, window_start timestamp, "
+        "window_end timestamp, value double, date date",
+    )
+    lo, hi = t[0].timestamp() - 60, t[-1].timestamp() + 60
+    pairs = spark.createDataFrame(
+        [("k", "shop", "up", "metric", "x", other, "metric", "x", lo, hi) for other in ("twice", "flat", "once")],
+        "corr_key string, system string, a_service string, a_component string, a_feature string, "
+        "b_service string, b_component string, b_feature string, lo_s double, hi_s double",
+    )
+    r = round(float(np.corrcoef(series["up"], series["twice"])[0, 1]), 3)
+    for min_points in (1, 3):
+        got = pearson(pairs, features, min_points=min_points).select("b_service", "correlation_score", "points")
+        assertDataFrameEqual(got, spark.createDataFrame([("twice", r, 5)], got.schema))
+
+
 def test_anomalies_outside_incidents_correlate_with_their_neighbours(explained):
     docs = docs_by(explained)
     fe = docs[("frontend", "request_count", "2024-09-26T11:25:00Z")]

@@ -248,7 +248,7 @@ def log_features(
             .drop("_since")
         )
     ratio = stack_features(
-        per_window, keys=WINDOW_KEYS, component="log", features=[(F.lit("error_ratio"), F.col("ERROR") / F.col("_all"))]
+        per_window, keys=WINDOW_KEYS, component="log", features=[(F.lit("error_ratio"), F.try_divide("ERROR", "_all"))]
     )
     return counts_long.select(*FEATURE_COLUMNS).unionByName(ratio.select(*FEATURE_COLUMNS))
 
@@ -296,7 +296,7 @@ def trace_features(spans: DataFrame, *, params: FeatureParams, known: DataFrame 
         service_stats,
         keys=WINDOW_KEYS,
         component="trace",
-        features=[(F.lit("error_ratio"), F.col("_errors") / F.col("_calls")), *pcts],
+        features=[(F.lit("error_ratio"), F.try_divide("_errors", "_calls")), *pcts],
     )
     edges = linked.where(F.col("parent_service").isNotNull() & (F.col("parent_service") != F.col("service"))).select(
         "system", F.col("parent_service").alias("service"), F.col("service").alias("callee"),
@@ -319,7 +319,7 @@ def trace_features(spans: DataFrame, *, params: FeatureParams, known: DataFrame 
         keys=WINDOW_KEYS,
         component="trace",
         features=[
-            (edge("error_ratio"), F.col("_errors") / F.col("_calls")),
+            (edge("error_ratio"), F.try_divide("_errors", "_calls")),
             *[(edge(f"latency_p{_pct_name(p)}_ms"), F.col("_pct")[i]) for i, p in enumerate(params.percentiles)],
         ],
     )

@@ -245,7 +245,7 @@ def incident_facts(
     severity = F.when(_severity_rank(F.col("severity")) > 0, F.lower("severity")).otherwise(
         F.element_at(
             F.array(*[F.lit(s) for s in SEVERITIES]),
-            F.greatest(F.coalesce("_sev", F.lit(1)), F.lit(1)).cast("int"),
+            F.least(F.greatest(F.coalesce("_sev", F.lit(1)), F.lit(1)), F.lit(len(SEVERITIES))).cast("int"),
         )
     )
     doc = F.struct(

@@ -41,18 +41,29 @@ def test_lstm_trains_with_early_stopping_and_flags_shift_and_spike(lstm, shifted
     assert stray == []
 
 
-def test_lstm_scores_every_window_with_one_batched_predict(lstm, shifted, monkeypatch):
-    calls = []
-    real = lstm.model_.predict
+def test_lstm_scores_in_chunked_forward_passes_without_tf_function_retracing(lstm, shifted, monkeypatch):
+    """Model.predict compiled a tf.function per model and retraced it for every new input length, so
+    `make demo` printed TensorFlow's retracing warnings; scoring is now plain forward passes."""
+    import logging
 
-    def counting(x, **kw):
-        calls.append(len(x))
-        return real(x, **kw)
+    from meltrca.detectors import lstm as lstm_module
 
-    monkeypatch.setattr(lstm.model_, "predict", counting)
-    scores = lstm.decision_function(shifted)
-    assert calls == [N - FAST["sequence_length"] + 1]
-    assert scores.shape == (N,) and np.isfinite(scores).all()
+    whole = lstm.decision_function(shifted)
+    assert whole.shape == (N,) and np.isfinite(whole).all()
+    monkeypatch.setattr(lstm_module, "PREDICT_CHUNK", 100)  # many chunks, the last one partial
+    np.testing.assert_allclose(lstm.decision_function(shifted), whole, rtol=1e-5, atol=1e-7)
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    tf_log = logging.getLogger("tensorflow")
+    tf_log.addHandler(handler)
+    try:  # a worker fits and scores one model per service, each on its own number of windows
+        for n in (300, 420, 555, 640):
+            model = LSTMAutoencoder(**FAST, units=4).fit(shifted.iloc[: n // 2])
+            assert np.isfinite(model.decision_function(shifted.iloc[:n])).all()
+    finally:
+        tf_log.removeHandler(handler)
+    assert not [m for m in seen if "retracing" in m]
 
 
 def test_lstm_is_quiet_on_a_seasonal_day_and_handles_gaps_and_constants():

@@ -24,6 +24,7 @@ import numpy as np
 from meltrca.detectors.base import Detector, model_inputs
 
 _THREADS_SET = False
+PREDICT_CHUNK = 4096  # sequences per forward pass when scoring (bounds the activations held at once)
 
 
 def keras_module(threads: int = 1) -> Any:
@@ -113,7 +114,7 @@ class LSTMAutoencoder(Detector):
         return baseline_scores * float(np.clip(ratio, 1.0, 3.0))
 
     def reconstruction_errors(self, Z: np.ndarray) -> np.ndarray:
-        """(n, k) squared error per window and feature, from one batched predict call."""
+        """(n, k) squared error per window and feature, from batched forward passes."""
         if self.model_ is None:
             raise RuntimeError("lstm detector is not fitted")
         A = model_inputs(Z).astype("float32")
@@ -124,7 +125,13 @@ class LSTMAutoencoder(Detector):
         if n < L:  # too short for one sequence: pad with expected values (0)
             A = np.vstack([np.zeros((L - n, k), dtype="float32"), A])
         seqs = np.ascontiguousarray(sequences(A, L))
-        recon = self.model_.predict(seqs, batch_size=max(256, self.batch_size), verbose=0)
+        # A direct (eager) call per chunk, not Model.predict: predict compiles a tf.function per model
+        # and retraces it for every new input length (each service, baseline vs. scoring, the last
+        # partial batch), which is slower and what TensorFlow's "retracing" warnings were about.
+        step = max(PREDICT_CHUNK, self.batch_size)
+        recon = np.concatenate(
+            [np.asarray(self.model_(seqs[i : i + step], training=False)) for i in range(0, len(seqs), step)]
+        )
         err = (seqs - recon) ** 2  # (m, L, k)
         out = np.vstack([err[0, : L - 1], err[:, -1]])  # first windows from the first sequence
         return out[-n:].astype(float)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
@@ -82,3 +83,31 @@ def resolve_inputs(spark: SparkSession, root: str, patterns: tuple[str, ...], wh
     if not unique and must_match:
         raise InputError(f"{what}: no file matches {', '.join(patterns)} under {root}")
     return unique
+
+
+def unreadable_files(spark: SparkSession, files: list[str]) -> dict[str, str]:
+    """Compressed files that do not decompress to their end (a truncated or corrupt .gz): file -> reason.
+
+    Spark's text reader fails the whole job on such a file, or with ignoreCorruptFiles drops the
+    rest of it without a trace. Reading each compressed file through its codec once, on the driver,
+    lets ingest quarantine it by name instead (costs one decompression pass of compressed inputs).
+    """
+    jvm = spark.sparkContext._jvm
+    factory = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(spark.sparkContext._jsc.hadoopConfiguration())
+    out: dict[str, str] = {}
+    for uri in files:
+        fs, p = _fs_path(spark, uri)
+        codec = factory.getCodec(p)
+        if codec is None:
+            continue
+        stream = None
+        try:
+            stream = codec.createInputStream(fs.open(p))
+            stream.transferTo(jvm.java.io.OutputStream.nullOutputStream())
+        except Py4JJavaError as exc:
+            java = exc.java_exception
+            out[uri] = f"corrupt_file: {java.getClass().getName()}: {java.getMessage()}"[:300]
+        finally:
+            if stream is not None:
+                stream.close()
+    return out

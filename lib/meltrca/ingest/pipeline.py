@@ -23,7 +23,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from meltrca.errors import InputError
-from meltrca.ingest.files import join_root, path_exists, resolve_inputs
+from meltrca.ingest.files import join_root, path_exists, resolve_inputs, unreadable_files
 from meltrca.ingest.mapping import MAP_FIELDS, SIGNAL_SCHEMAS, InputSpec, SourceMapping, bronze_mapping, target_fields
 from meltrca.ingest.otlp import read_otlp
 from meltrca.ingest.readers import RawFrame, read_csv, read_jsonl
@@ -126,10 +126,29 @@ def checked_rows(
         if not files:
             log.warning("%s: no file matches %s under %s", spec.source_label, ", ".join(spec.files), root)
             return None
-        raw = READERS[spec.format](spark, spec, files)
-        mapped = map_records(raw, spec, system or "")
         sources = [f"{spec.signal}:{f}" for f in files]
+        corrupt = unreadable_files(spark, files)
+        readable = [f for f in files if f not in corrupt]
+        if corrupt:
+            log.warning("%s: %d unreadable file(s) quarantined whole, e.g. %s", spec.source_label, len(corrupt), next(iter(corrupt)))
+        if not readable:
+            return _whole_files(spark, spec.signal, system, corrupt), sources
+        mapped = map_records(READERS[spec.format](spark, spec, readable), spec, system or "")
+        checked = with_reason(mapped, signal=spec.signal, params=params)
+        if corrupt:
+            checked = checked.unionByName(_whole_files(spark, spec.signal, system, corrupt), allowMissingColumns=True)
+        return checked, sources
     return with_reason(mapped, signal=spec.signal, params=params), sources
+
+
+def _whole_files(spark: SparkSession, signal: str, system: str | None, reasons: dict[str, str]) -> DataFrame:
+    """One quarantine record per unreadable file (its path as the record): it never vanishes."""
+    df = spark.createDataFrame(
+        [(system, f"{signal}:{uri}", uri, reason) for uri, reason in reasons.items()],
+        "system string, _source string, _record string, _reason string",
+    )
+    return df.select(*df.columns, *[F.lit(None).cast(f.dataType).alias(f.name)
+                                    for f in TABLES[signal].schema.fields if f.name not in df.columns])
 
 
 def check_bronze_columns(df: DataFrame, signal: str, path: str, *, system_given: bool) -> None:

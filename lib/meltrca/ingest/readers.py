@@ -132,12 +132,26 @@ def melt_values(df: DataFrame, columns: list[tuple[str, ValueColumn, str | None]
     return exploded.select("*", "_cell.*").drop("_cell")
 
 
+def _headerless(spark: SparkSession, spec: InputSpec, files: list[str], aliases: list[str]) -> DataFrame:
+    """Lines of CSV files without a header line: no column can be named, so each line is a record
+    for quarantine (a zero-byte file has none, and adds nothing)."""
+    extra = _melt_nulls() if spec.values is not None else []
+    return text_lines(spark, files, spec.signal).select(
+        "_source", "_record", F.lit("missing_header: the file has no header line").alias("_error"),
+        *[F.lit(None).cast("string").alias(a) for a in aliases], *extra,
+    )
+
+
 def read_csv(spark: SparkSession, spec: InputSpec, files: list[str]) -> RawFrame:
     """CSV / wide CSV files; files with different headers are read per header and aligned by name."""
     needed = sorted(spec.referenced_columns())
     names = {name: f"_c_{i}" for i, name in enumerate(needed)}
     frames: list[DataFrame] = []
     for (line, header), group in header_groups(spark, spec, files).items():
+        if spec.csv.header and not header:  # zero-byte files, or a blank first line: no layout to read by
+            log.info("%s: %d file(s) without a header line, e.g. %s", spec.source_label, len(group), group[0])
+            frames.append(_headerless(spark, spec, group, list(names.values())))
+            continue
         check_columns(spec, header, group)
         index = {c: i for i, c in enumerate(header)}
         ddl = ", ".join(f"c{i} STRING" for i in range(len(header))) + ", _corrupt STRING"

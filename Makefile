@@ -44,7 +44,7 @@ browser:
 	@test -x /usr/bin/chromium && echo "browser: $$(/usr/bin/chromium --version 2>/dev/null)"
 
 lint: venv
-	$(BIN)/ruff check lib jobs tests
+	$(BIN)/ruff check lib jobs tests scripts
 
 test: setup lint
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)

@@ -58,7 +58,7 @@ def test_engine_choice(spark):
 
 
 @pytest.mark.timeout(240)  # before the fix this hung for many minutes in the driver
-def test_long_chains_do_not_blow_up_size_estimates(spark):
+def test_long_chains_do_not_blow_up_size_estimates(spark, tmp_path):
     """SPARK-52163 regression: iterated self-joins over localCheckpoint'ed rounds kept the origin
     plan's size estimate, which multiplied every round as a BigInt until the driver spent minutes
     in visitJoin and overflowed ("BigInteger would overflow supported range"). A 60-vertex path
@@ -73,7 +73,9 @@ def test_long_chains_do_not_blow_up_size_estimates(spark):
     )
     expected = spark.createDataFrame([(x, "n000") for x in names] + [("solo", "solo")], "id string, component string")
     for engine in engines(spark):
-        assertDataFrameEqual(connected_components(v, e, engine=engine), expected)
+        scratch = tmp_path / f"scratch-{engine}"
+        assertDataFrameEqual(connected_components(v, e, engine=engine, scratch_dir=str(scratch)), expected)
+        assert not list(scratch.rglob("*.parquet"))  # the rounds' files are gone once the result is kept
         plan_size = connected_components(v, e, engine=engine)._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()
         assert int(plan_size) < 2**63
 

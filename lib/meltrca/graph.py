@@ -38,10 +38,14 @@ def _undirected(edges: DataFrame) -> DataFrame:
     return e.unionByName(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"))).distinct()
 
 
-def connected_components(vertices: DataFrame, edges: DataFrame, *, engine: str = "auto") -> DataFrame:
-    """(id, component): component = the smallest vertex id of the weakly connected component."""
+def connected_components(
+    vertices: DataFrame, edges: DataFrame, *, engine: str = "auto", scratch_dir: str | None = None
+) -> DataFrame:
+    """(id, component): component = the smallest vertex id of the weakly connected component.
+
+    scratch_dir: shared folder for the rounds' files (default: Spark's checkpoint dir)."""
     spark = vertices.sparkSession
-    with Scratch(spark, "components") as scratch:
+    with Scratch(spark, "components", scratch_dir) as scratch:
         ids = scratch.reread(vertices.select(F.col("id").cast("string").alias("id")).distinct())
         edges = scratch.reread(
             edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
@@ -98,13 +102,15 @@ def _native_components(ids: DataFrame, edges: DataFrame, scratch: Scratch, max_i
     return labels
 
 
-def reachability(vertices: DataFrame, edges: DataFrame, *, engine: str = "auto") -> DataFrame:
+def reachability(
+    vertices: DataFrame, edges: DataFrame, *, engine: str = "auto", scratch_dir: str | None = None
+) -> DataFrame:
     """(src, dst, hops): every dst reachable from src along edge direction, with the fewest hops.
 
     A vertex reaches itself with 0 hops. Used to ask "is this service downstream of that one?"
     """
     spark = vertices.sparkSession
-    with Scratch(spark, "reachability") as scratch:
+    with Scratch(spark, "reachability", scratch_dir) as scratch:
         ids = scratch.reread(vertices.select(F.col("id").cast("string").alias("id")).distinct())
         e = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
         e = scratch.reread(e.distinct())

@@ -317,13 +317,14 @@ class Scratch:
     and the size estimate of an iterated self-join multiplies each round as an uncapped BigInt
     (SPARK-52163): the driver spends minutes multiplying and then overflows or runs out of heap.
     Data read back from files starts with fresh statistics (file sizes). The folder lives under
-    Spark's checkpoint dir (shared storage on a cluster) and is deleted by ``close``.
+    ``base`` (jobs pass a folder of the lake: storage every executor and the driver share) or else
+    Spark's checkpoint dir, and is deleted by ``close``.
     """
 
-    def __init__(self, spark: SparkSession, name: str) -> None:
+    def __init__(self, spark: SparkSession, name: str, base: str | None = None) -> None:
         import uuid
 
-        base = spark.sparkContext.getCheckpointDir() or spark.conf.get(
+        base = base or spark.sparkContext.getCheckpointDir() or spark.conf.get(
             "spark.checkpoint.dir", os.path.join(os.environ.get("TMPDIR", "/tmp"), "meltrca-checkpoints")
         )
         self.spark = spark

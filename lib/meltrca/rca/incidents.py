@@ -62,22 +62,24 @@ def link_nodes(nodes: DataFrame, edges: DataFrame, *, tolerance_s: int) -> DataF
     return linked.select(F.col("l_id").alias("src"), F.col("r_id").alias("dst")).distinct()
 
 
-def group_incidents(anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int, engine: str) -> DataFrame:
+def group_incidents(
+    anomalies: DataFrame, edges: DataFrame, *, tolerance_s: int, engine: str, scratch_dir: str | None = None
+) -> DataFrame:
     """Non-event anomalies with `incident_key` = the connected component of their trouble node."""
     signals = anomalies.where(F.col("component") != "event")
     nodes = trouble_nodes(signals).localCheckpoint()
     links = link_nodes(nodes, edges, tolerance_s=tolerance_s)
-    comps = connected_components(nodes.select("id"), links, engine=engine)
+    comps = connected_components(nodes.select("id"), links, engine=engine, scratch_dir=scratch_dir)
     keyed_nodes = nodes.join(comps, "id").select("system", "service", "window_start", F.col("component").alias("incident_key"))
     return signals.join(keyed_nodes, ["system", "service", "window_start"])
 
 
-def system_reachability(edges: DataFrame, *, engine: str) -> DataFrame:
+def system_reachability(edges: DataFrame, *, engine: str, scratch_dir: str | None = None) -> DataFrame:
     """(system, src, dst, hops) within each system's call graph (callers reach their callees)."""
     e = edges.select(_vertex("system", "src").alias("src"), _vertex("system", "dst").alias("dst"))
     # explode, not union: Spark 4.0's constraint propagation fails on a union of two projections here
     v = e.select(F.explode(F.array("src", "dst")).alias("id")).distinct()
-    r = reachability(v, e, engine=engine)
+    r = reachability(v, e, engine=engine, scratch_dir=scratch_dir)
     src = F.split(F.col("src"), SEP)
     dst = F.split(F.col("dst"), SEP)
     return r.select(src[0].alias("system"), src[1].alias("src"), dst[1].alias("dst"), "hops").where(F.col("hops") > 0)

@@ -55,8 +55,9 @@ def process(ctx: JobContext) -> None:
     with ctx.stage("rca") as info:
         # consecutive windows of a service always link, whatever the sampling step (hourly series)
         tolerance_s = max(int(s.rca.time_tolerance_minutes * 60), widest_window_seconds(anomalies) or 0)
-        keyed = group_incidents(anomalies, edges, tolerance_s=tolerance_s, engine=engine)
-        reach = system_reachability(edges, engine=engine)
+        scratch = lake.path("_scratch")  # the lake is storage the driver and every executor share
+        keyed = group_incidents(anomalies, edges, tolerance_s=tolerance_s, engine=engine, scratch_dir=scratch)
+        reach = system_reachability(edges, engine=engine, scratch_dir=scratch)
         # change events up to change_lookback before the window still explain incidents inside it
         before = timedelta(minutes=float(s.rca.change_lookback_minutes))
         changes = lake.read("anomalies", systems=systems, window=ctx.window.widened(before)).where(

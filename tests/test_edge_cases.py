@@ -66,6 +66,7 @@ def test_edge_case_lake_runs_end_to_end_under_ansi_mode(spark, tmp_path, capfd):
     code = run_stage("run", run, ["--input", str(tmp_path / "input"), "--output", str(out), "--models", "zscore"])
     err = capfd.readouterr().err
     assert code == 0, err
+    assert not (out / "_scratch").exists()  # the graph rounds' scratch files leave nothing behind
     lake = Lake(spark, out)
     features = lake.read("features")
 

@@ -344,9 +344,17 @@ class Scratch:
         return df.localCheckpoint()
 
     def close(self) -> None:
+        """Delete this run's folder, then its parents (meltrca-scratch/, the base) if nothing else is in them."""
         jvm = self.spark.sparkContext._jvm
         path = jvm.org.apache.hadoop.fs.Path(self.root)
-        path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+        fs = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        fs.delete(path, True)
+        for parent in (path.getParent(), path.getParent().getParent()):
+            try:
+                if fs.exists(parent) and len(fs.listStatus(parent)) == 0:
+                    fs.delete(parent, False)
+            except Exception:  # another run's files arrived meanwhile: leave the folder
+                return
 
     def __enter__(self) -> Scratch:
         return self

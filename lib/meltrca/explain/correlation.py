@@ -96,13 +96,11 @@ def pearson(pairs: DataFrame, features: DataFrame, *, min_points: int = 3) -> Da
     wide = wide.withColumn("va", F.when(F.col("va").isNull() & _count_like("a"), 0.0).otherwise(F.col("va")))
     wide = wide.withColumn("vb", F.when(F.col("vb").isNull() & _count_like("b"), 0.0).otherwise(F.col("vb")))
     both = F.col("va").isNotNull() & F.col("vb").isNotNull()
+    va, vb = F.when(both, F.col("va")), F.when(both, F.col("vb"))  # the windows both series cover
     scored = wide.groupBy(*PAIR_KEY).agg(
         # Pearson r = cov / (sd_a sd_b), not F.corr: under ANSI mode (Spark 4's default) corr divides
         # by zero and raises when a series is constant over the shared windows; try_divide makes it null.
-        F.try_divide(
-            F.covar_pop(F.when(both, F.col("va")), F.when(both, F.col("vb"))),
-            F.stddev_pop(F.when(both, F.col("va"))) * F.stddev_pop(F.when(both, F.col("vb"))),
-        ).alias("r"),
+        F.try_divide(F.covar_pop(va, vb), F.stddev_pop(va) * F.stddev_pop(vb)).alias("r"),
         F.count(F.when(both, 1)).alias("points"),
     )
     return scored.where(F.col("r").isNotNull() & ~F.isnan("r") & (F.col("points") >= min_points)).select(

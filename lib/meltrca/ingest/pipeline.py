@@ -113,6 +113,7 @@ def checked_rows(
     spark: SparkSession, spec: InputSpec, root: str, system: str | None, params: ValidationParams
 ) -> tuple[DataFrame, list[str]] | None:
     """One input's rows with ``_reason``, and its source labels; None when no file matches."""
+    corrupt: dict[str, str] = {}  # text files that do not read to their end: quarantined whole
     if spec.format == "bronze":
         path = join_root(root, spec.files[0])
         if not path_exists(spark, path):
@@ -128,17 +129,16 @@ def checked_rows(
             return None
         sources = [f"{spec.signal}:{f}" for f in files]
         corrupt = unreadable_files(spark, files)
-        readable = [f for f in files if f not in corrupt]
         if corrupt:
             log.warning("%s: %d unreadable file(s) quarantined whole, e.g. %s", spec.source_label, len(corrupt), next(iter(corrupt)))
+        readable = [f for f in files if f not in corrupt]
         if not readable:
             return _whole_files(spark, spec.signal, system, corrupt), sources
         mapped = map_records(READERS[spec.format](spark, spec, readable), spec, system or "")
-        checked = with_reason(mapped, signal=spec.signal, params=params)
-        if corrupt:
-            checked = checked.unionByName(_whole_files(spark, spec.signal, system, corrupt), allowMissingColumns=True)
-        return checked, sources
-    return with_reason(mapped, signal=spec.signal, params=params), sources
+    checked = with_reason(mapped, signal=spec.signal, params=params)
+    if corrupt:
+        checked = checked.unionByName(_whole_files(spark, spec.signal, system, corrupt), allowMissingColumns=True)
+    return checked, sources
 
 
 def _whole_files(spark: SparkSession, signal: str, system: str | None, reasons: dict[str, str]) -> DataFrame:

@@ -36,7 +36,7 @@ class BuildWithConf(build_py):
 RUNTIME = [
     "pyspark==4.0.1",
     "delta-spark==4.0.1",
-    "graphframes-py==0.9.3",
+    "graphframes-py==0.11.0",
     "pyarrow==21.0.0",
     "pandas>=2.2,<3",
     "numpy>=1.26,<2.3",

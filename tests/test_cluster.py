@@ -402,6 +402,14 @@ def test_pipeline_on_standalone_cluster_equals_local(standalone_cluster, generat
     task_executors = set(tasks_per_executor)
     assert set(added) <= task_executors, f"tasks ran on {task_executors}, executors {sorted(added)}"
     assert "driver" not in task_executors
+    # GraphFrames grouped the incidents: stages of its JVM code (org.graphframes in the call site) ran
+    # their tasks on the workers' executors
+    assert "graph engine graphframes" in res.stdout, res.stdout[-2000:]
+    gf_stages = {e["Stage Info"]["Stage ID"] for e in events
+                 if e["Event"] == "SparkListenerStageCompleted" and "org.graphframes" in e["Stage Info"].get("Details", "")}
+    gf_executors = {e["Task Info"]["Executor ID"] for e in events
+                    if e["Event"] == "SparkListenerTaskEnd" and e["Stage ID"] in gf_stages}
+    assert gf_stages and gf_executors and gf_executors <= set(added), (sorted(gf_stages), gf_executors, sorted(added))
 
     # The driver: spark-submit.sh exec'ed into the SparkSubmit JVM (same pid), which started the
     # Python driver running jobs/anomaly_detection.py.

@@ -114,10 +114,10 @@ def reachability(
         ids = scratch.reread(vertices.select(F.col("id").cast("string").alias("id")).distinct())
         e = edges.select(F.col("src").cast("string").alias("src"), F.col("dst").cast("string").alias("dst"))
         e = scratch.reread(e.distinct())
-        if choose_engine(spark, engine) == "graphframes":
+        landmarks = [r["id"] for r in ids.collect()] if choose_engine(spark, engine) == "graphframes" else []
+        if landmarks:  # GraphFrames 0.11 fails to analyse an empty landmark map (a system without calls)
             from graphframes import GraphFrame
 
-            landmarks = [r["id"] for r in ids.collect()]
             sp = GraphFrame(ids, e).shortestPaths(landmarks=landmarks)
             known = sp.select(F.col("id").alias("src"), F.explode("distances").alias("dst", "hops"))
         else:

@@ -24,7 +24,7 @@ log = get_logger("spark")
 JVM_PACKAGES: dict[str, dict[str, str]] = {
     "4.0": {
         "delta": "io.delta:delta-spark_2.13:4.0.1",
-        "graphframes": "io.graphframes:graphframes-spark4_2.13:0.9.3",
+        "graphframes": "io.graphframes:graphframes-spark4_2.13:0.11.0",
     },
 }
 SETUP_HINT = "run `make setup` (or `make jars`) to resolve the JVM jars with Maven into .jars/"

@@ -34,7 +34,10 @@ PLAN = {
 
 
 def long_rows(n: int = 1200, seed: int = 0) -> pd.DataFrame:
-    """A service's long feature rows: CPU and latency every window, ERROR logs only when there are some."""
+    """A service's long feature rows: CPU and latency every window; ERROR_count every window too, as the
+    features stage writes it (0 in a window where the service logged no error), except that only
+    windows with errors carry a row here, plus one INFO_count row per window saying logs were
+    exported (so those windows' missing ERROR_count rows are zeros, not gaps)."""
     rng = np.random.default_rng(seed)
     t = pd.date_range("2024-09-26", periods=n, freq="1min")
     cpu = 40 + rng.normal(0, 2, n)
@@ -43,7 +46,9 @@ def long_rows(n: int = 1200, seed: int = 0) -> pd.DataFrame:
     cpu[900:930] += 30  # resource saturation, 15 sigma, 30 windows
     err[950] = 25  # an error burst, one window
     lat[1000:1003] -= 40  # latency *drop*: good news, not an anomaly
-    rows = [("metric", "cpu_usage_mean", cpu), ("trace", "latency_p95_ms", lat), ("log", "ERROR_count", err)]
+    info = 50 + rng.poisson(5, n).astype(float)
+    rows = [("metric", "cpu_usage_mean", cpu), ("trace", "latency_p95_ms", lat), ("log", "ERROR_count", err),
+            ("log", "INFO_count", info)]
     out = []
     for comp, feat, v in rows:
         keep = v > 0 if feat == "ERROR_count" else np.ones(n, dtype=bool)
@@ -64,11 +69,11 @@ def test_to_matrix_makes_a_regular_grid_fills_counts_and_keeps_gaps():
     X = to_matrix(rows, 60)
     expected = pd.DataFrame(
         {
-            "log|ERROR_count": [2.0, 0.0, np.nan, 0.0],  # 0 where the window has data, NaN in the gap
+            "log|ERROR_count": [2.0, np.nan, np.nan, 0.0],  # 0 where the window has log data, else a gap
             "log|error_ratio": [np.nan, np.nan, np.nan, 0.25],
             "metric|cpu_usage_mean": [1.0, np.nan, np.nan, 4.0],  # inf is not a value
             "trace|error_ratio": [np.nan, np.nan, np.nan, 0.5],
-            "trace|request_count": [0.0, 0.0, np.nan, 7.0],
+            "trace|request_count": [np.nan, np.nan, np.nan, 7.0],  # metrics alone do not say "no requests"
         },
         index=pd.date_range(t, periods=4, freq="1min", name="window_start"),
     )
@@ -139,9 +144,9 @@ def test_a_series_born_after_the_baseline_is_not_modelled_in_either_way_of_fitti
 
     X = to_matrix(rows, 60)
     mask = baseline_mask(X.index, 0.5)
-    assert X["log|template_9a_count"].iloc[:600].eq(0).all()  # zero-filled back into the baseline
+    assert X["log|template_9a_count"].iloc[:600].eq(0).all()  # zero-filled back into the baseline (logs were there)
     cols = baseline_columns(rows, X, mask)
-    assert cols == ["log|ERROR_count", "metric|cpu_usage_mean", "trace|latency_p95_ms"]
+    assert cols == ["log|ERROR_count", "log|INFO_count", "metric|cpu_usage_mean", "trace|latency_p95_ms"]
     assert baseline_columns(rows, X) == list(X.columns)  # no baseline mask: all of X is the baseline
     one_pass = fit_service(X[cols], PLAN, seed=1, baseline=mask)
 
@@ -205,3 +210,21 @@ def test_confidence_is_agreement_times_margin_and_halved_for_cold_start():
     det = np.array([[1.0, np.nan, np.nan], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, np.nan, np.nan]])
     cold = np.array([False, False, False, True])
     assert confidence(score, det, 0.95, cold).tolist() == [0.5, 1.0, pytest.approx(0.5774, abs=1e-4), 0.5]
+
+
+def test_counts_of_a_signal_exported_only_around_incidents_have_gaps_not_zeros():
+    """Logs exported only in a few windows (traces and logs kept around incidents, metrics all day):
+    the log counts are gaps where no log data exists, zeros only where the service's logs were there."""
+    t = pd.date_range("2024-09-26", periods=6, freq="1min")
+    rows = pd.DataFrame({
+        "window_start": [*t, t[1], t[1], t[4]],
+        "component": ["metric"] * 6 + ["log", "log", "log"],
+        "feature": ["cpu_usage_mean"] * 6 + ["INFO_count", "template_a_count", "INFO_count"],
+        "value": [1.0] * 6 + [10.0, 3.0, 12.0],
+    })
+    X = to_matrix(rows, 60)
+    pd.testing.assert_frame_equal(X, pd.DataFrame({
+        "log|INFO_count": [np.nan, 10.0, np.nan, np.nan, 12.0, np.nan],
+        "log|template_a_count": [np.nan, 3.0, np.nan, np.nan, 0.0, np.nan],
+        "metric|cpu_usage_mean": [1.0] * 6,
+    }, index=pd.DatetimeIndex(t, name="window_start")), check_freq=False)

@@ -20,6 +20,19 @@ def parse_utc(text: str, *, flag: str = "time") -> datetime:
     return dt
 
 
+DURATION_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_duration(text: str, *, flag: str = "duration") -> timedelta:
+    """'5m', '90s', '1h', '5 minutes', '30 seconds' -> timedelta (positive)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+?)s?\s*", str(text).lower())
+    if not m or m.group(2) not in DURATION_UNITS or float(m.group(1)) <= 0:
+        raise ConfigError(f"{flag} {text!r} is not a duration (e.g. 5m, 90s, 1h, '5 minutes')")
+    return timedelta(seconds=float(m.group(1)) * DURATION_UNITS[m.group(2)])
+
+
 def to_iso(dt: datetime | None) -> str | None:
     """Naive-UTC datetime -> '2024-09-26T10:30:00Z'."""
     if dt is None:

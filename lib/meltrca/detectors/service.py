@@ -54,7 +54,10 @@ def to_matrix(rows: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
     """Long rows (window_start, component, feature, value) -> regular window x feature matrix.
 
     Missing windows stay NaN (a gap); a count feature absent from a window that has other data
-    is 0 there. Non-finite values become NaN. The result does not depend on the order of `rows`.
+    *of its component* is 0 there (no ERROR line in a window with log data = 0 ERROR lines; a
+    window with metrics but no log export at all is a gap of the log series, not a zero: traces and
+    logs exported only around incidents must not read as silence everywhere else). Non-finite
+    values become NaN. The result does not depend on the order of `rows`.
     """
     if rows.empty:
         return pd.DataFrame(index=pd.DatetimeIndex([], name="window_start"))
@@ -64,18 +67,23 @@ def to_matrix(rows: pd.DataFrame, window_seconds: int) -> pd.DataFrame:
     vals = vals.where(np.isfinite(vals))
     # Spark hands a group's rows over in partition order: sort them so duplicate (window, feature)
     # rows average in one order and the matrix is bit-identical however the data was partitioned.
-    long = pd.DataFrame({"t": ts.to_numpy(), "k": key.to_numpy(), "v": vals.to_numpy()})
+    long = pd.DataFrame({"t": ts.to_numpy(), "k": key.to_numpy(), "v": vals.to_numpy(),
+                         "c": rows["component"].astype(str).to_numpy()})
     long = long.sort_values(["t", "k", "v"], kind="stable", na_position="last", ignore_index=True)
     wide = long.pivot_table(index="t", columns="k", values="v", aggfunc="mean", dropna=False)
     step = pd.Timedelta(seconds=window_seconds)
     grid = pd.date_range(wide.index.min().floor(step), wide.index.max(), freq=step, name="window_start")
-    present = pd.Series(True, index=wide.index).reindex(grid, fill_value=False).to_numpy()
     wide = wide.reindex(grid)
     counts = [c for c in wide.columns if is_count_feature(c)]
-    if counts:
-        filled = wide[counts].fillna(0.0)
+    by_component: dict[str, list[str]] = {}
+    for c in counts:
+        by_component.setdefault(str(c).split(KEY_SEP, 1)[0], []).append(c)
+    for component, cols in sorted(by_component.items()):
+        seen = pd.DatetimeIndex(long.loc[long["c"] == component, "t"].unique())
+        present = pd.Series(True, index=seen).reindex(grid, fill_value=False).to_numpy()  # aligns across time units
+        filled = wide[cols].fillna(0.0)
         filled.loc[~present] = np.nan
-        wide[counts] = filled
+        wide[cols] = filled
     wide.columns = [str(c) for c in wide.columns]
     return wide.sort_index(axis=1)
 

@@ -251,15 +251,20 @@ class IncidentRanker:
             for c in [root, *ups]
         ]
 
-    def incident(self, system: str, rows: list[Mapping[str, Any]], changes: list[Mapping[str, Any]], run_id: str) -> dict[str, Any] | None:
-        if not rows or not self.admitted(rows):
+    def incident(self, system: str, rows: list[Mapping[str, Any]], changes: list[Mapping[str, Any]], run_id: str,
+                 *, alerted: bool = False) -> dict[str, Any] | None:
+        """The incident document of these rows, or None when they do not make an incident.
+
+        alerted: an alert already says something is wrong (triggered RCA), so admission,
+        corroboration and the load-surge filter do not apply: rank whatever trouble there is."""
+        if not rows or not (alerted or self.admitted(rows)):
             return None
         start = min(r["window_start"] for r in rows)
         end = max(r["window_end"] for r in rows)
         lo = start - pd.Timedelta(seconds=self.p.change_lookback_s)
         near = [ch for ch in changes if lo <= ch["window_start"] <= end]
         own_changes = [ch for ch in near if ch["service"] in {r["service"] for r in rows}]
-        if not self.corroborated(rows, own_changes) or self.load_surge(rows, own_changes):
+        if not alerted and (not self.corroborated(rows, own_changes) or self.load_surge(rows, own_changes)):
             return None
         cands = self.candidates(rows, near)
         self.score(cands, start, len({r["window_start"] for r in rows}))

@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--path", metavar="DIR", help="with a mapping as --labels: root folder of the dataset")
     p.add_argument("--metrics", default=",".join(ALL_METRICS), help="metrics to print (default: all)")
+    p.add_argument("--triggered", action="store_true",
+                   help="also score triggered RCA: `rca --at` each fault's start (given the fault time, as "
+                        "research tools are scored), AC@k per fault")
+    p.add_argument("--window", metavar="DURATION", default="5m", help="with --triggered: rca --at's --window")
 
 
 def lake_root(args: argparse.Namespace) -> str:
@@ -49,7 +53,8 @@ def _metadata_schema() -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def process(ctx: JobContext, *, labels: str, root: str | None = None, metrics: str = ",".join(ALL_METRICS)) -> dict[str, Any]:
+def process(ctx: JobContext, *, labels: str, root: str | None = None, metrics: str = ",".join(ALL_METRICS),
+            triggered: bool = False, window: str = "5m") -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     results = Path(ctx.lake_root or ".")
@@ -91,13 +96,51 @@ def process(ctx: JobContext, *, labels: str, root: str | None = None, metrics: s
             metadata_schema=_metadata_schema(),
         )
         result["metrics_requested"] = wanted
+        if triggered:
+            result["triggered"] = score_triggered(ctx, faults, window)
         (results / "evaluation.json").write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
         info["rows"] = len(faults)
         ctx.count("faults", len(faults))
         ctx.count("incidents", len(incidents))
     print(evaluation.format_table(result))
+    if triggered:
+        print(format_triggered(result["triggered"]))
     print(f"evaluation: {results / 'evaluation.json'}")
     return result
+
+
+def score_triggered(ctx: JobContext, faults: list[evaluation.Fault], window: str) -> dict[str, Any]:
+    """Triggered RCA at each fault's start (its system only): rank of the true root cause per fault."""
+    from meltrca.graph import choose_engine
+    from meltrca.rca.ranking import RankingParams
+    from meltrca.rca.triggered import Alert, alert_incidents, reach_pairs
+    from meltrca.timewindow import parse_duration
+
+    s, lake = ctx.settings, ctx.lake
+    params = RankingParams.from_settings(s.rca.to_dict())
+    engine = choose_engine(ctx.spark, s.spark.graph_engine)
+    after, before = parse_duration(window, flag="--window"), timedelta(minutes=float(s.rca.time_tolerance_minutes))
+    systems = sorted({f.system for f in faults})
+    pairs = reach_pairs(lake, systems, engine=engine, run_id=ctx.run_id, scratch_dir=lake.path("_scratch"))
+    per_fault = []
+    for f in sorted(faults, key=lambda f: (f.start, f.fault_id)):
+        docs = alert_incidents(lake, params, ctx.run_id, alert=Alert(f.start, after, before), systems=[f.system],
+                               engine=engine, pairs=pairs)
+        parsed = evaluation.parse_incidents(docs)
+        rank = evaluation.rank_of(f, parsed[0] if parsed else None)
+        per_fault.append({"fault_id": f.fault_id, "service": f.root_cause_service, "fault_type": f.fault_type,
+                          "at": f.start.isoformat(), "rank": rank, "top3": list(parsed[0].ranking[:3]) if parsed else []})
+    return {"window": window, "faults": per_fault,
+            "accuracy": evaluation.root_cause_accuracy([r["rank"] for r in per_fault])}
+
+
+def format_triggered(res: dict[str, Any]) -> str:
+    acc = res["accuracy"]
+    lines = [f"triggered RCA (rca --at each fault start, --window {res['window']}): "
+             f"AC@1 {acc['ac@1']:.3f}  AC@3 {acc['ac@3']:.3f}  AC@5 {acc['ac@5']:.3f}  Avg@5 {acc['avg@5']:.3f}"]
+    lines += [f"  {r['at'][:19]}  {r['fault_type']:<18} {r['service']:<32} rank {r['rank'] or '-':>2}  top3 {r['top3']}"
+              for r in res["faults"]]
+    return "\n".join(lines)
 
 
 def _window_delta(text: str) -> timedelta:
@@ -110,4 +153,5 @@ def preflight(args: argparse.Namespace, settings: Any) -> None:
 
 
 def execute(ctx: JobContext) -> None:
-    process(ctx, labels=ctx.args.labels, root=ctx.args.path, metrics=ctx.args.metrics)
+    process(ctx, labels=ctx.args.labels, root=ctx.args.path, metrics=ctx.args.metrics,
+            triggered=ctx.args.triggered, window=ctx.args.window)

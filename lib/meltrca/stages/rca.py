@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
+from meltrca.explain.documents import incident_document
 from meltrca.graph import choose_engine
+from meltrca.io import write_jsonl
 from meltrca.rca.incidents import group_incidents, rank_incidents, system_reachability
 from meltrca.rca.ranking import RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
+from meltrca.rca.triggered import Alert, alert_incidents
 from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument, require_tables, widest_window_seconds
+from meltrca.timewindow import parse_duration, parse_utc, to_iso
 
 if TYPE_CHECKING:
     from meltrca.jobrunner import JobContext
@@ -23,6 +28,45 @@ DESCRIPTION = "Group anomalies into incidents and rank their root-cause services
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_lake_argument(p)
     p.add_argument("--incremental", action="store_true", help=INCREMENTAL_HELP)
+    add_alert_arguments(p)
+
+
+def add_alert_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("triggered RCA (an alert fired: rank the causes of the trouble around it)")
+    g.add_argument("--at", metavar="TIME", help="when the alert fired (ISO-8601 UTC): rank the root causes of the "
+                   "trouble around it instead of grouping incidents; prints the top rca.top_k (5) with evidence")
+    g.add_argument("--system", metavar="S", help="with --at: only this system")
+    g.add_argument("--window", metavar="DURATION", default="5m",
+                   help="with --at: how long after TIME to look (default 5m; rca.time_tolerance_minutes before it)")
+    g.add_argument("--alert-output", metavar="FILE", help="with --at: also write the incident document(s) here (JSON lines)")
+
+
+def alert_of(args: argparse.Namespace, settings: Any) -> Alert:
+    return Alert(parse_utc(args.at, flag="--at"), parse_duration(args.window, flag="--window"),
+                 timedelta(minutes=float(settings.rca.time_tolerance_minutes)))
+
+
+def process_alert(ctx: JobContext, alert: Alert) -> list[dict[str, Any]]:
+    """Triggered RCA: the incident document(s) of the trouble around the alert, printed (top 5)."""
+    lake, s = ctx.lake, ctx.settings
+    engine = choose_engine(ctx.spark, s.spark.graph_engine)
+    systems = [ctx.args.system] if getattr(ctx.args, "system", None) else None
+    with ctx.stage("rca --at") as info:
+        docs = alert_incidents(lake, RankingParams.from_settings(s.rca.to_dict()), ctx.run_id, alert=alert,
+                               systems=systems, engine=engine, scratch_dir=lake.path("_scratch"))
+        info["rows"] = len(docs)
+        info["extra"] = f"{len(docs)} system(s) with trouble in {alert.span}, graph engine {engine}"
+    if not docs:
+        ctx.note(f"no anomaly in {alert.span}{' for ' + systems[0] if systems else ''}: nothing to rank")
+    for doc in docs:
+        print(f"{doc['system']}: root causes of the trouble around {to_iso(alert.at)} "
+              f"({to_iso(doc['start'])} to {to_iso(doc['end'])}, {len(doc['services'])} services)")
+        for c in doc["root_causes"]:
+            print(f"  {c['rank']}. {c['service']:<32} score {c['score']:.3f}  {c['evidence']}")
+    out = getattr(ctx.args, "alert_output", None)
+    if out:
+        write_jsonl([json.dumps(incident_document(d), sort_keys=True) for d in docs], out)
+    return docs
 
 
 def lake_root(args: argparse.Namespace) -> str:
@@ -75,6 +119,9 @@ def preflight(args: argparse.Namespace, settings: Any) -> None:
 
 
 def execute(ctx: JobContext) -> None:
+    if getattr(ctx.args, "at", None):
+        process_alert(ctx, alert_of(ctx.args, ctx.settings))
+        return
     if ctx.args.incremental:
         from meltrca import incremental as inc
 

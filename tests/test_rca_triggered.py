@@ -9,6 +9,7 @@ import argparse
 import json
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -122,3 +123,37 @@ def test_rca_at_and_evaluate_triggered_on_a_lake(spark, lake, settings, tmp_path
     assert got == [("f1", 1, ["db", "api"]), ("f2", 1, ["auth", "front"])]
     assert result["triggered"]["accuracy"]["ac@1"] == 1.0
     assert "triggered RCA (rca --at each fault start, --window 5m): AC@1 1.000" in capsys.readouterr().out
+
+
+def test_peer_deviations_compare_a_sparse_series_with_its_other_windows(spark):
+    """Logs exported only in a few windows: in the alert span, api's ERROR share of its lines jumps
+    (a row, in lines, with the peers' range scaled to that window's volume); db writes four times
+    its usual lines with the same mix (its volume deviates, its ERROR share does not); cache has
+    too few peer windows to judge."""
+    from meltrca.rca.triggered import peer_deviations
+
+    def rows(service, minute, lines, errors):
+        ws = T0 + timedelta(minutes=minute)
+        return [("shop", service, ws, ws + timedelta(minutes=1), "log", f, float(v), ws.date())
+                for f, v in (("log_count", lines), ("ERROR_count", errors))]
+
+    data = []
+    for m in (0, 1, 2, 20, 21, 22, 40, 41, 42):  # exported around earlier incidents only
+        data += rows("api", m, 100, 2 + m % 2) + rows("db", m, 50, 1)
+    data += rows("api", 60, 100, 30) + rows("db", 60, 200, 4)  # the alert span
+    data += rows("cache", 1, 10, 0) + rows("cache", 60, 10, 9)
+    feats = spark.createDataFrame(data, FEATURES)
+    span = Alert(T0 + timedelta(minutes=60), after=timedelta(minutes=2), before=timedelta(minutes=1)).span
+    got = peer_deviations(feats, span, min_z=3.5)
+    assert list(got.columns) == RANK_KEYS
+    assert sorted(zip(got["service"], got["feature"], got["value"], strict=True)) == [
+        ("api", "ERROR_count", 30.0), ("db", "log_count", 200.0)]
+    row = got[got["service"] == "api"].iloc[0]
+    median, scale = 0.02, 0.01  # ERROR share of api's lines in its peer windows; MAD 0 -> floor of 1 line in 100
+    assert row["anomaly_type"] == "peer_deviation"
+    assert row["expected_low"] == pytest.approx((median - 3.5 * scale) * 100)
+    assert row["expected_high"] == pytest.approx((median + 3.5 * scale) * 100)
+    z = (0.30 - median) / scale
+    assert row["ensemble_score"] == pytest.approx(1 - 0.05 * np.exp(-(z - 3.5) / 2))
+    db = got[got["service"] == "db"].iloc[0]  # raw volume: median 50 lines, MAD 0 -> one line
+    assert (db["expected_low"], db["expected_high"]) == (pytest.approx(50 - 3.5), pytest.approx(50 + 3.5))

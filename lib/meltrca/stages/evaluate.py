@@ -125,7 +125,7 @@ def score_triggered(ctx: JobContext, faults: list[evaluation.Fault], window: str
     per_fault = []
     for f in sorted(faults, key=lambda f: (f.start, f.fault_id)):
         docs = alert_incidents(lake, params, ctx.run_id, alert=Alert(f.start, after, before), systems=[f.system],
-                               engine=engine, pairs=pairs)
+                               engine=engine, min_z=float(s.detection.models.zscore.threshold), pairs=pairs)
         parsed = evaluation.parse_incidents(docs)
         rank = evaluation.rank_of(f, parsed[0] if parsed else None)
         per_fault.append({"fault_id": f.fault_id, "service": f.root_cause_service, "fault_type": f.fault_type,

@@ -53,7 +53,8 @@ def process_alert(ctx: JobContext, alert: Alert) -> list[dict[str, Any]]:
     systems = [ctx.args.system] if getattr(ctx.args, "system", None) else None
     with ctx.stage("rca --at") as info:
         docs = alert_incidents(lake, RankingParams.from_settings(s.rca.to_dict()), ctx.run_id, alert=alert,
-                               systems=systems, engine=engine, scratch_dir=lake.path("_scratch"))
+                               systems=systems, engine=engine, min_z=float(s.detection.models.zscore.threshold),
+                               scratch_dir=lake.path("_scratch"))
         info["rows"] = len(docs)
         info["extra"] = f"{len(docs)} system(s) with trouble in {alert.span}, graph engine {engine}"
     if not docs:

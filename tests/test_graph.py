@@ -116,9 +116,17 @@ def test_run_uses_graphframes_and_its_incidents_equal_the_native_engines(spark, 
     gen, out = tmp_path / "gen", tmp_path / "out"
     assert run_stage("generate", generate, ["--services", "5", "--duration", "2", "--faults", "1", "--seed", "122",
                                             "--output", str(gen)]) == 0
+    (fault,) = json.loads((gen / "labels.json").read_text())
     capfd.readouterr()
-    assert run_stage("run", run, ["--input", str(gen), "--output", str(out)]) == 0
-    assert "graph engine graphframes" in capfd.readouterr().err
+    # `run --at`: the pipeline, then triggered RCA at the fault's start on the finished lake
+    alert = tmp_path / "alert.jsonl"
+    assert run_stage("run", run, ["--input", str(gen), "--output", str(out), "--at", fault["start"],
+                                  "--alert-output", str(alert)]) == 0
+    printed = capfd.readouterr()
+    assert "graph engine graphframes" in printed.err
+    assert f"root causes of the trouble around {fault['start']}" in printed.out
+    (doc,) = [json.loads(line) for line in alert.read_text().splitlines()]
+    assert fault["root_cause_service"] in [c["service"] for c in doc["root_causes"]]
     lake = Lake(spark, out)
     columns = [c for c in INCIDENT_COLUMNS if c not in ("run_id", "explanation", "explanation_writer")]
     by_graphframes = lake.read("incidents").select(columns).collect()
@@ -130,7 +138,6 @@ def test_run_uses_graphframes_and_its_incidents_equal_the_native_engines(spark, 
     by_native = lake.read("incidents").select(columns)
     assertDataFrameEqual(by_native, spark.createDataFrame(by_graphframes, by_native.schema))
     # not a vacuous comparison: the injected fault's service is in an incident
-    (fault,) = json.loads((gen / "labels.json").read_text())
     assert any(fault["root_cause_service"] in r["services"] for r in by_graphframes)
 
 

@@ -16,8 +16,9 @@ detector calibrates on, so the anomalies table may hold nothing of them. Trigger
 also compares each log and trace feature in the alert span with the *other* windows of the same
 series (peer windows: a fault on one service at 10:04 is normal for every other window): a value
 at least ``detection.models.zscore.threshold`` robust sigmas above the median of its peer windows
-(scale 1.4826 x their MAD, at least one event for a count and 5% of the median otherwise; at
-least ``PEER_MIN_WINDOWS`` peers) joins the trouble as a ``peer_deviation`` row. Rows the detectors
+(scale 1.4826 x their MAD, at least one event for a count — for a log count taken as a share
+of the service's lines, one line of that window or of the peers' median volume, whichever is
+fewer — and 5% of the median otherwise; at least ``PEER_MIN_WINDOWS`` peers) joins the trouble as a ``peer_deviation`` row. Rows the detectors
 already flagged keep their own score.
 
 The result is one incident document (SPEC §5 shape) per system with trouble in that span.
@@ -69,14 +70,15 @@ def peer_deviations(features: DataFrame, span: TimeWindow, *, min_z: float) -> p
                                       F.count(F.lit(1)).alias("peers"))
     spread = peers.join(centre, keys).groupBy(*keys).agg(
         F.percentile_approx(F.abs(F.col("value") - F.col("median")), 0.5, 10000).alias("mad"))
-    # a count's scale is at least one event (as a share: one line of the window's median volume)
-    floor = F.when(shared, F.lit(1.0) / F.greatest(F.col("median_lines"), F.lit(1.0))).when(
+    # a count's scale is at least one event; as a share, one line of the window or of its peers'
+    # median volume, whichever is fewer (a window cut short by the export has few lines)
+    floor = F.when(shared, F.lit(1.0) / F.greatest(F.least(F.col("median_lines"), F.col("lines")), F.lit(1.0))).when(
         F.col("feature").endswith("_count"), F.lit(1.0)).otherwise(F.greatest(F.abs(F.col("median")) * 0.05, F.lit(1e-6)))
-    stats = centre.join(spread, keys).where(F.col("peers") >= PEER_MIN_WINDOWS).withColumn(
-        "scale", F.greatest(F.col("mad") * MAD_TO_SIGMA, floor))
+    stats = centre.join(spread, keys).where(F.col("peers") >= PEER_MIN_WINDOWS)
     z = (F.col("value") - F.col("median")) / F.col("scale")
     rows = (
-        f.where(in_span).join(stats, keys).withColumn("z", z).where(F.col("z") >= min_z)
+        f.where(in_span).join(stats, keys).withColumn("scale", F.greatest(F.col("mad") * MAD_TO_SIGMA, floor))
+        .withColumn("z", z).where(F.col("z") >= min_z)
         .select(*keys, "window_start", "window_end", "raw", "lines", "median", "scale", "z",
                 anomaly_id().alias("anomaly_id"), shared.alias("shared"))
         .toPandas()

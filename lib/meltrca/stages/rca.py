@@ -31,11 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_alert_arguments(p)
 
 
-def add_alert_arguments(p: argparse.ArgumentParser) -> None:
+def add_alert_arguments(p: argparse.ArgumentParser, *, system: bool = True) -> None:
+    """--at/--window/--alert-output (and --system, which `run` already has for its mapping)."""
     g = p.add_argument_group("triggered RCA (an alert fired: rank the causes of the trouble around it)")
     g.add_argument("--at", metavar="TIME", help="when the alert fired (ISO-8601 UTC): rank the root causes of the "
-                   "trouble around it instead of grouping incidents; prints the top rca.top_k (5) with evidence")
-    g.add_argument("--system", metavar="S", help="with --at: only this system")
+                   "trouble around it (rca: instead of grouping incidents; run: after the pipeline); prints the "
+                   "top rca.top_k (5) with evidence")
+    if system:
+        g.add_argument("--system", metavar="S", help="with --at: only this system")
     g.add_argument("--window", metavar="DURATION", default="5m",
                    help="with --at: how long after TIME to look (default 5m; rca.time_tolerance_minutes before it)")
     g.add_argument("--alert-output", metavar="FILE", help="with --at: also write the incident document(s) here (JSON lines)")
@@ -116,6 +119,8 @@ def process(ctx: JobContext) -> None:
 
 
 def preflight(args: argparse.Namespace, settings: Any) -> None:
+    if getattr(args, "at", None):
+        alert_of(args, settings)  # a bad --at or --window stops before Spark starts
     require_tables(args.lake, "anomalies")
 
 

@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--incremental", action="store_true",
         help="only input after the last succeeded run (watermark in `runs`) up to --end or the newest data",
     )
+    rca.add_alert_arguments(p, system=False)
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,6 +76,8 @@ def process(
         report.process(ctx)
     summary = summarize(ctx)
     print_summary(summary)
+    if getattr(ctx.args, "at", None):  # and an alert to explain: triggered RCA on the finished lake
+        rca.process_alert(ctx, rca.alert_of(ctx.args, ctx.settings))
     return summary
 
 
@@ -121,6 +124,8 @@ def preflight(args: argparse.Namespace, settings: Any) -> None:
         from meltrca.ingest import load_mapping
 
         load_mapping(args.source)
+    if args.at:
+        rca.alert_of(args, settings)  # a bad --at or --window stops before the pipeline runs
     require_folder(args.input, "input folder")
 
 

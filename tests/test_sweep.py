@@ -35,3 +35,22 @@ def test_every_shape_of_the_ci_grid_completes_and_reconciles(tmp_path):
     assert next(r for r in results if r["llm"])["writers"]  # the failing endpoint was really asked
     fault_free = next(r for r in results if r["faults"] == 0)
     assert "critical" not in fault_free["incidents"]
+
+
+@pytest.mark.parametrize("grid", ["full", "ci"])
+def test_every_shape_of_the_grids_is_one_the_generator_accepts(grid):
+    """Planning needs no Spark: an impossible shape (12 faults in 6 h) fails here in a second, not
+    hours into a sweep as 'generate exited 2'."""
+    from meltrca.config import load_settings
+    from meltrca.generate.plan import build_plan
+
+    sweep = load_sweep()
+    planned = []
+    for s in sweep.shapes(grid):
+        gen = load_settings(environ={}, overrides={
+            "generate.services": s["services"], "generate.duration": s["hours"], "generate.interval": 1,
+            "generate.faults": s["faults"], "generate.seed": s["seed"], "generate.systems": s["systems"],
+        }).generate
+        plan = build_plan(gen)
+        planned.append((len(plan.systems), sum(len(p.faults) for p in plan.systems)))
+    assert planned == [(s["systems"], s["faults"] * s["systems"]) for s in sweep.shapes(grid)]

@@ -272,3 +272,33 @@ def test_cli_fails_in_one_line_without_features_or_saved_models(tmp_path):
     assert not empty.exists()  # refused before Spark: a mistyped --lake leaves no new lake (nor `runs`) behind
     bad = run_cli("detect", "--lake", str(empty), "--models", "bogus")
     assert bad.returncode != 0 and "unknown detector 'bogus'" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_sparse_logs_are_compared_with_their_peer_windows(spark):
+    """api's logs exist in 12 of its 60 windows (exported only around incidents), its metrics in all:
+    the window whose ERROR share of the lines jumps is an anomaly (unless a detector already flagged
+    it). db logs all along: its jump is left to the detectors, never peer-compared."""
+    from meltrca.detection import CANDIDATES, sparse_peer_anomalies
+
+    def row(service, minute, comp, feat, v):
+        return ("shop", service, at(minute), at(minute + 1), comp, feat, float(v), at(minute).date())
+
+    rows = [row(s, m, "metric", "cpu_usage_mean", 40) for s in ("api", "db") for m in range(60)]
+    for m in (0, 1, 2, 20, 21, 22, 40, 41, 42, 50, 51, 52):
+        rows += [row("api", m, "log", "log_count", 100), row("api", m, "log", "ERROR_count", 30 if m == 51 else 2)]
+    for m in range(60):
+        rows += [row("db", m, "log", "log_count", 100), row("db", m, "log", "ERROR_count", 30 if m == 51 else 2)]
+    feats = spark.createDataFrame(rows, FEATURES)
+    nothing = spark.createDataFrame([], CANDIDATES)
+    got = sparse_peer_anomalies(feats, nothing, min_z=3.5).collect()
+    assert [(r["service"], r["feature"], r["window_start"], r["value"], r["anomaly_type"]) for r in got] == [
+        ("api", "ERROR_count", at(51), 30.0, "peer_deviation")]
+    (r,) = got
+    # peers: a 2% ERROR share, MAD 0 -> one line in 100; the range in lines of that window
+    assert (r["expected_low"], r["expected_high"]) == (pytest.approx(2 - 3.5), pytest.approx(2 + 3.5))
+    assert r["detector_scores"] == {"peer": r["ensemble_score"]} and r["ensemble_score"] > 0.99
+    # a row the detectors already flagged is theirs; windows outside the emit range are context
+    flagged = spark.createDataFrame([("shop", "api", at(51), "log", "ERROR_count", 30.0, 0.0, 5.0, 0.99, None, None,
+                                     0.99, "error_burst", 0.9, False)], CANDIDATES)
+    assert sparse_peer_anomalies(feats, flagged, min_z=3.5).count() == 0
+    assert sparse_peer_anomalies(feats, nothing, min_z=3.5, emit_from=at(52)).count() == 0

@@ -130,7 +130,7 @@ def test_peer_deviations_compare_a_sparse_series_with_its_other_windows(spark):
     (a row, in lines, with the peers' range scaled to that window's volume); db writes four times
     its usual lines with the same mix (its volume deviates, its ERROR share does not); cache has
     too few peer windows to judge."""
-    from meltrca.rca.triggered import peer_deviations
+    from meltrca.rca.triggered import peer_rows
 
     def rows(service, minute, lines, errors):
         ws = T0 + timedelta(minutes=minute)
@@ -144,7 +144,7 @@ def test_peer_deviations_compare_a_sparse_series_with_its_other_windows(spark):
     data += rows("cache", 1, 10, 0) + rows("cache", 60, 10, 9)
     feats = spark.createDataFrame(data, FEATURES)
     span = Alert(T0 + timedelta(minutes=60), after=timedelta(minutes=2), before=timedelta(minutes=1)).span
-    got = peer_deviations(feats, span, min_z=3.5)
+    got = peer_rows(feats, span, min_z=3.5)
     assert list(got.columns) == RANK_KEYS
     assert sorted(zip(got["service"], got["feature"], got["value"], strict=True)) == [
         ("api", "ERROR_count", 30.0), ("db", "log_count", 200.0)]

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DoubleType, StringType, StructField, StructType, TimestampType
 
@@ -245,6 +245,91 @@ def change_events(features: DataFrame) -> DataFrame:
         F.create_map().cast("map<string,double>").alias("detector_scores"),
         F.lit(1.0).alias("ensemble_score"), F.lit("change_event").alias("anomaly_type"),
         F.lit("low").alias("severity"), F.lit(1.0).alias("confidence"), F.lit(False).alias("cold_start"),
+    )
+
+
+# ---- peer windows: sparse series ----------------------------------------------------------------
+
+PEER_COMPONENTS = ("log", "trace")
+PEER_MIN_WINDOWS = 5
+MAD_TO_SIGMA = 1.4826
+
+
+def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None = None) -> DataFrame:
+    """Log/trace feature rows at least min_z robust sigmas above the peer windows of their series.
+
+    Peers are the series' windows not `judged` (with judged=None every window is judged against
+    all of them: the median/MAD shrug off the few a fault holds). Scale: 1.4826 x MAD, at least one
+    event for a count — a log count is compared as a share of the service's lines in that window (a
+    busier minute writes more of every line, a fault changes the mix), its floor one line of that
+    window or of the peers' median volume, whichever is fewer — and 5% of the median otherwise; a
+    series needs PEER_MIN_WINDOWS peers. Columns: system, service, component, feature,
+    window_start, window_end, value (in the feature's unit), expected_low/high (median ± min_z
+    scale, in that unit), z, ensemble_score (0.95 at min_z, about 0.99 three sigmas further)."""
+    keys = ["system", "service", "component", "feature"]
+    f = features.where(F.col("component").isin(*PEER_COMPONENTS) & F.col("value").isNotNull() & ~F.isnan("value"))
+    volume = f.where((F.col("component") == "log") & (F.col("feature") == "log_count")).select(
+        "system", "service", "window_start", F.col("value").alias("lines"))
+    shared = (F.col("component") == "log") & F.col("feature").endswith("_count") & (F.col("feature") != "log_count")
+    f = (
+        f.join(volume, ["system", "service", "window_start"], "left")
+        .withColumn("raw", F.col("value"))
+        .withColumn("value", F.when(shared, F.try_divide(F.col("value"), F.col("lines"))).otherwise(F.col("value")))
+        .where(F.col("value").isNotNull())
+        .withColumn("judged", F.lit(True) if judged is None else judged)
+    )
+    peers = f if judged is None else f.where(~F.col("judged"))
+    centre = peers.groupBy(*keys).agg(F.percentile_approx("value", 0.5, 10000).alias("median"),
+                                      F.percentile_approx("lines", 0.5, 10000).alias("median_lines"),
+                                      F.count(F.lit(1)).alias("peers"))
+    spread = peers.join(centre, keys).groupBy(*keys).agg(
+        F.percentile_approx(F.abs(F.col("value") - F.col("median")), 0.5, 10000).alias("mad"))
+    floor = F.when(shared, F.lit(1.0) / F.greatest(F.least(F.col("median_lines"), F.col("lines")), F.lit(1.0))).when(
+        F.col("feature").endswith("_count"), F.lit(1.0)).otherwise(F.greatest(F.abs(F.col("median")) * 0.05, F.lit(1e-6)))
+    stats = centre.join(spread, keys).where(F.col("peers") >= PEER_MIN_WINDOWS)
+    unit = F.when(shared, F.coalesce(F.col("lines"), F.lit(1.0))).otherwise(F.lit(1.0))
+    return (
+        f.where(F.col("judged")).join(stats, keys)
+        .withColumn("scale", F.greatest(F.col("mad") * MAD_TO_SIGMA, floor))
+        .withColumn("z", (F.col("value") - F.col("median")) / F.col("scale"))
+        .where(F.col("z") >= min_z)
+        .select(*keys, "window_start", "window_end", F.col("raw").alias("value"),
+                ((F.col("median") - min_z * F.col("scale")) * unit).alias("expected_low"),
+                ((F.col("median") + min_z * F.col("scale")) * unit).alias("expected_high"),
+                "z", (1.0 - 0.05 * F.exp(-(F.col("z") - min_z) / 2.0)).alias("ensemble_score"),
+                F.lit("peer_deviation").alias("anomaly_type"), F.lit("medium").alias("severity"))
+    )
+
+
+SPARSE_SHARE = 0.5  # a service's log/trace data present in fewer than this share of its windows is sparse
+
+
+def sparse_peer_anomalies(features: DataFrame, scored: DataFrame, *, min_z: float,
+                          emit_from: datetime | None = None, emit_to: datetime | None = None) -> DataFrame:
+    """Anomaly rows (the columns of change_events) of *sparse* signals: a service whose logs (or
+    traces) exist in fewer than SPARSE_SHARE of its windows — exported only around incidents — has
+    too little history for a detector to calibrate on, so each window of those series is compared
+    with the other windows of the same series (peer_deviations). Rows the detectors already
+    flagged are left to them; a signal present all along is never peer-compared."""
+    keys = ["system", "service", "component", "feature"]
+    per_service = features.groupBy("system", "service").agg(F.countDistinct("window_start").alias("service_windows"))
+    sparse = (
+        features.where(F.col("component").isin(*PEER_COMPONENTS)).groupBy("system", "service", "component")
+        .agg(F.countDistinct("window_start").alias("windows"))
+        .join(per_service, ["system", "service"])
+        .where(F.col("windows") < F.col("service_windows") * SPARSE_SHARE)
+        .select("system", "service", "component")
+    )
+    rows = peer_deviations(features.join(sparse, ["system", "service", "component"], "left_semi"), min_z=min_z).join(
+        scored.select(*keys, "window_start"), [*keys, "window_start"], "left_anti")
+    if emit_from is not None:
+        rows = rows.where(F.col("window_start") >= F.lit(emit_from))
+    if emit_to is not None:
+        rows = rows.where(F.col("window_start") < F.lit(emit_to))
+    return rows.select(
+        *keys[:2], "window_start", "window_end", *keys[2:], "value", "expected_low", "expected_high",
+        F.create_map(F.lit("peer"), F.col("ensemble_score")).alias("detector_scores"),
+        "ensemble_score", "anomaly_type", "severity", F.lit(0.5).alias("confidence"), F.lit(False).alias("cold_start"),
     )
 
 

@@ -31,70 +31,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from meltrca.detection import anomaly_id
+from meltrca.detection import anomaly_id, peer_deviations
 from meltrca.io import Lake
 from meltrca.rca.incidents import RANK_COLUMNS, system_reachability
 from meltrca.rca.ranking import IncidentRanker, RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
 from meltrca.timewindow import TimeWindow
 
-PEER_COMPONENTS = ("log", "trace")
-PEER_MIN_WINDOWS = 5
-MAD_TO_SIGMA = 1.4826
 
-
-def peer_deviations(features: DataFrame, span: TimeWindow, *, min_z: float) -> pd.DataFrame:
-    """Log/trace feature rows in `span` that stand at least min_z robust sigmas above the other
-    windows of their series (columns: RANK_COLUMNS but incident_key). Native Spark aggregates; only
-    the few deviating rows reach the driver."""
-    keys = ["system", "service", "component", "feature"]
-    f = features.where(F.col("component").isin(*PEER_COMPONENTS) & F.col("value").isNotNull() & ~F.isnan("value"))
-    # A log count is compared as a share of the service's lines in that window: a busier minute
-    # writes more of every line, a fault changes the mix.
-    volume = f.where((F.col("component") == "log") & (F.col("feature") == "log_count")).select(
-        "system", "service", "window_start", F.col("value").alias("lines"))
-    shared = (F.col("component") == "log") & F.col("feature").endswith("_count") & (F.col("feature") != "log_count")
-    f = f.join(volume, ["system", "service", "window_start"], "left").withColumn(
-        "value", F.when(shared, F.try_divide(F.col("value"), F.col("lines"))).otherwise(F.col("value"))
-    ).withColumn("raw", F.when(shared, F.col("value") * F.col("lines")).otherwise(F.col("value"))).where(
-        F.col("value").isNotNull())
+def peer_rows(features: DataFrame, span: TimeWindow, *, min_z: float) -> pd.DataFrame:
+    """Log/trace rows in `span` at least min_z robust sigmas above the other windows of their series
+    (columns: RANK_COLUMNS but incident_key); only the few deviating rows reach the driver."""
     in_span = (F.col("window_end") > F.lit(span.start)) & (F.col("window_start") <= F.lit(span.end))
-    peers = f.where(~in_span)
-    centre = peers.groupBy(*keys).agg(F.percentile_approx("value", 0.5, 10000).alias("median"),
-                                      F.percentile_approx("lines", 0.5, 10000).alias("median_lines"),
-                                      F.count(F.lit(1)).alias("peers"))
-    spread = peers.join(centre, keys).groupBy(*keys).agg(
-        F.percentile_approx(F.abs(F.col("value") - F.col("median")), 0.5, 10000).alias("mad"))
-    # a count's scale is at least one event; as a share, one line of the window or of its peers'
-    # median volume, whichever is fewer (a window cut short by the export has few lines)
-    floor = F.when(shared, F.lit(1.0) / F.greatest(F.least(F.col("median_lines"), F.col("lines")), F.lit(1.0))).when(
-        F.col("feature").endswith("_count"), F.lit(1.0)).otherwise(F.greatest(F.abs(F.col("median")) * 0.05, F.lit(1e-6)))
-    stats = centre.join(spread, keys).where(F.col("peers") >= PEER_MIN_WINDOWS)
-    z = (F.col("value") - F.col("median")) / F.col("scale")
-    rows = (
-        f.where(in_span).join(stats, keys).withColumn("scale", F.greatest(F.col("mad") * MAD_TO_SIGMA, floor))
-        .withColumn("z", z).where(F.col("z") >= min_z)
-        .select(*keys, "window_start", "window_end", "raw", "lines", "median", "scale", "z",
-                anomaly_id().alias("anomaly_id"), shared.alias("shared"))
-        .toPandas()
-    )
-    if rows.empty:
-        return pd.DataFrame(columns=[c for c in RANK_COLUMNS if c != "incident_key"])
-    # evidence in the feature's own unit: a share's range scaled back by the window's lines
-    unit = np.where(rows["shared"], rows["lines"].fillna(1.0), 1.0)
-    rows["value"] = rows["raw"]
-    rows["expected_low"] = (rows["median"] - min_z * rows["scale"]) * unit
-    rows["expected_high"] = (rows["median"] + min_z * rows["scale"]) * unit
-    # a detector-like score: 0.95 at min_z, 0.99 about three sigmas further
-    rows["ensemble_score"] = 1.0 - 0.05 * np.exp(-(rows["z"] - min_z) / 2.0)
-    rows["anomaly_type"] = "peer_deviation"
-    rows["severity"] = "medium"
-    return rows[[c for c in RANK_COLUMNS if c != "incident_key"]]
+    rows = peer_deviations(features, min_z=min_z, judged=in_span).withColumn("anomaly_id", anomaly_id())
+    return rows.select(*[c for c in RANK_COLUMNS if c != "incident_key"]).toPandas()
 
 
 @dataclass(frozen=True)
@@ -153,7 +107,7 @@ def alert_incidents(lake: Lake, params: RankingParams, run_id: str, *, alert: Al
     rows = lake.read("anomalies", systems=systems or None, window=look).select(
         *[c for c in RANK_COLUMNS if c != "incident_key"]
     ).toPandas()
-    peer = peer_deviations(lake.read("features", systems=systems or None), span, min_z=min_z)
+    peer = peer_rows(lake.read("features", systems=systems or None), span, min_z=min_z)
     peer = peer[~peer["anomaly_id"].isin(set(rows["anomaly_id"]))]
     rows = pd.concat([rows, peer], ignore_index=True) if not peer.empty else rows
     found = sorted(rows.loc[rows["component"] != "event", "system"].unique()) if not rows.empty else []

@@ -14,12 +14,9 @@ have been detected. The rule:
 Sparse signals (logs and traces exported only around incidents) rarely have the history a
 detector calibrates on, so the anomalies table may hold nothing of them. Triggered RCA therefore
 also compares each log and trace feature in the alert span with the *other* windows of the same
-series (peer windows: a fault on one service at 10:04 is normal for every other window): a value
-at least ``detection.models.zscore.threshold`` robust sigmas above the median of its peer windows
-(scale 1.4826 x their MAD, at least one event for a count — for a log count taken as a share
-of the service's lines, one line of that window or of the peers' median volume, whichever is
-fewer — and 5% of the median otherwise; at least ``PEER_MIN_WINDOWS`` peers) joins the trouble as a ``peer_deviation`` row. Rows the detectors
-already flagged keep their own score.
+series (peer windows: a fault on one service at 10:04 is normal for every other window; the rule
+is ``meltrca.detection.peer_deviations``'s): a ``peer_deviation`` row joins the trouble. Rows the
+detectors already flagged keep their own score.
 
 The result is one incident document (SPEC §5 shape) per system with trouble in that span.
 """

@@ -113,18 +113,17 @@ def score_triggered(ctx: JobContext, faults: list[evaluation.Fault], window: str
     """Triggered RCA at each fault's start (its system only): rank of the true root cause per fault."""
     from meltrca.graph import choose_engine
     from meltrca.rca.ranking import RankingParams
-    from meltrca.rca.triggered import Alert, alert_incidents, reach_pairs
-    from meltrca.timewindow import parse_duration
+    from meltrca.rca.triggered import alert_incidents, reach_pairs
+    from meltrca.stages.rca import alert_of
 
     s, lake = ctx.settings, ctx.lake
     params = RankingParams.from_settings(s.rca.to_dict())
     engine = choose_engine(ctx.spark, s.spark.graph_engine)
-    after, before = parse_duration(window, flag="--window"), timedelta(minutes=float(s.rca.time_tolerance_minutes))
     systems = sorted({f.system for f in faults})
     pairs = reach_pairs(lake, systems, engine=engine, run_id=ctx.run_id, scratch_dir=lake.path("_scratch"))
     per_fault = []
     for f in sorted(faults, key=lambda f: (f.start, f.fault_id)):
-        docs = alert_incidents(lake, params, ctx.run_id, alert=Alert(f.start, after, before), systems=[f.system],
+        docs = alert_incidents(lake, params, ctx.run_id, alert=alert_of(f.start, window, s), systems=[f.system],
                                engine=engine, min_z=float(s.detection.models.zscore.threshold), pairs=pairs)
         parsed = evaluation.parse_incidents(docs)
         rank = evaluation.rank_of(f, parsed[0] if parsed else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
@@ -44,9 +44,10 @@ def add_alert_arguments(p: argparse.ArgumentParser, *, system: bool = True) -> N
     g.add_argument("--alert-output", metavar="FILE", help="with --at: also write the incident document(s) here (JSON lines)")
 
 
-def alert_of(args: argparse.Namespace, settings: Any) -> Alert:
-    return Alert(parse_utc(args.at, flag="--at"), parse_duration(args.window, flag="--window"),
-                 timedelta(minutes=float(settings.rca.time_tolerance_minutes)))
+def alert_of(at: str | datetime, window: str, settings: Any) -> Alert:
+    """The alert at `at` (ISO text or a datetime) looking `window` ahead and the rca tolerance back."""
+    when = parse_utc(at, flag="--at") if isinstance(at, str) else at
+    return Alert(when, parse_duration(window, flag="--window"), timedelta(minutes=float(settings.rca.time_tolerance_minutes)))
 
 
 def process_alert(ctx: JobContext, alert: Alert) -> list[dict[str, Any]]:
@@ -120,13 +121,13 @@ def process(ctx: JobContext) -> None:
 
 def preflight(args: argparse.Namespace, settings: Any) -> None:
     if getattr(args, "at", None):
-        alert_of(args, settings)  # a bad --at or --window stops before Spark starts
+        alert_of(args.at, args.window, settings)  # a bad --at or --window stops before Spark starts
     require_tables(args.lake, "anomalies")
 
 
 def execute(ctx: JobContext) -> None:
     if getattr(ctx.args, "at", None):
-        process_alert(ctx, alert_of(ctx.args, ctx.settings))
+        process_alert(ctx, alert_of(ctx.args.at, ctx.args.window, ctx.settings))
         return
     if ctx.args.incremental:
         from meltrca import incremental as inc

@@ -77,7 +77,7 @@ def process(
     summary = summarize(ctx)
     print_summary(summary)
     if getattr(ctx.args, "at", None):  # and an alert to explain: triggered RCA on the finished lake
-        rca.process_alert(ctx, rca.alert_of(ctx.args, ctx.settings))
+        rca.process_alert(ctx, rca.alert_of(ctx.args.at, ctx.args.window, ctx.settings))
     return summary
 
 
@@ -125,7 +125,7 @@ def preflight(args: argparse.Namespace, settings: Any) -> None:
 
         load_mapping(args.source)
     if args.at:
-        rca.alert_of(args, settings)  # a bad --at or --window stops before the pipeline runs
+        rca.alert_of(args.at, args.window, settings)  # a bad --at or --window stops before the pipeline runs
     require_folder(args.input, "input folder")
 
 

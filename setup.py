@@ -41,6 +41,7 @@ RUNTIME = [
     "pandas>=2.2,<3",
     "numpy>=1.26,<2.3",
     "scikit-learn==1.7.2",
+    "scipy==1.17.1",
     "skops==0.16.0",
     "tensorflow-cpu==2.20.0",
     "keras>=3.10,<4",

@@ -88,6 +88,11 @@ def expected_features(spark):
         ("frontend", W1, "latency_p50_ms", 50), ("frontend", W1, "latency_p95_ms", 50), ("frontend", W1, "latency_p99_ms", 50),
         # silent a minute later: zeros, not gaps
         ("cart", W1, "request_count", 0), ("cart", W1, "error_count", 0), ("frontend", W1, "edge:cart:call_count", 0),
+        # per-request patterns: a request to a service is its entry span; no log here carries a trace id
+        ("frontend", W0, "pattern:requests@GET /", 1), ("frontend", W0, "pattern:call:cart@GET /", 1.0),
+        ("cart", W0, "pattern:requests@Get", 1), ("cart", W0, "pattern:error@Get", 1.0),
+        # the request a minute later made no call to cart: a share of 0, not a gap (also in a windowed rerun)
+        ("frontend", W1, "pattern:requests@GET /", 1), ("frontend", W1, "pattern:call:cart@GET /", 0.0),
     ])
 
     def levels(svc, w, e, wa, i, n, new, rare):

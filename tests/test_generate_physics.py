@@ -303,3 +303,50 @@ def test_a_quiet_unit_without_traces_gives_empty_batches():
         per_shard.append(len(set(rows.column("trace_id").to_pylist())))
     assert per_shard == [int(traces_in_minutes(counts, k, 6).sum()) for k in range(6)]
     assert sum(per_shard) == counts.sum()
+
+
+def share_calling(spans: pd.DataFrame, root: str, reqs: pd.DataFrame) -> float:
+    """Share of these requests' traces in which the root called another service."""
+    own = spans[spans.trace_id.isin(reqs.trace_id) & (spans.service == root)]
+    kids = spans[spans.parent_span_id.isin(own.span_id)]
+    return kids[kids.service != root].trace_id.nunique() / max(reqs.trace_id.nunique(), 1)
+
+
+def test_code_fault_types_are_opt_in_and_change_what_requests_do():
+    """exception: a new ERROR with a stack trace, error spans on the root, callers see errors;
+    wrong_return: the root's normal completion line and its calls out go missing, no error,
+    no resource change. Neither is drawn unless generate.fault_types names it."""
+    assert not {f.fault_type for f in make_plan(faults=12, duration=24.0).systems[0].faults} & {"exception", "wrong_return"}
+    plan = make_plan(fault_types=["exception", "wrong_return"], faults=4)
+    sp = plan.systems[0]
+    assert sorted(f.fault_type for f in sp.faults) == ["exception", "exception", "wrong_return", "wrong_return"]
+    assert {(f.fault_type, f.indicator) for f in sp.faults} == {("exception", "ERROR_count"), ("wrong_return", "INFO_count")}
+    assert {(x["fault_type"], x["root_cause_service"]) for x in labels(plan)} == {
+        (f.fault_type, sp.topology.services[f.root].name) for f in sp.faults}
+    for f in sp.faults:
+        fr = fault_frames(plan, f)
+        root = sp.topology.services[f.root].name
+        base_w, fault_w = windows(f, plan)
+        spans, logs = fr["spans"], fr["logs"]
+        entry = entry_spans(spans, root)
+        base, win = in_window(entry, base_w), in_window(entry, fault_w)
+        own = logs[logs.service == root]
+        if f.fault_type == "exception":
+            limit, value = indicator_rises(plan, sp, f)
+            assert value > limit
+            assert (win.status == "error").mean() > 0.05 > (base.status == "error").mean()
+            errors = in_window(own[own.level == "ERROR"], fault_w)
+            assert errors.message.str.contains("\n").mean() > 0.5  # with its stack trace
+            # its callers see the errors: their calls to the root fail
+            parent = spans.set_index("span_id").service
+            calls = in_window(spans[(spans.service == root) & (spans.parent_span_id.map(parent) != root)], fault_w)
+            assert (calls.status == "error").mean() > 0.05
+        else:
+            assert share_calling(spans, root, win) < share_calling(spans, root, base) - 0.2  # calls out skipped
+            completed = own[own.level == "INFO"]
+            per_req = [len(in_window(completed, w)) / max(len(in_window(entry, w)), 1) for w in (base_w, fault_w)]
+            assert per_req[1] < 0.8 * per_req[0]  # the completion line goes missing
+            assert (win.status == "error").mean() < 0.05  # nothing fails
+            m = fr["metrics"]
+            cpu = m[(m.service == root) & (m.metric == "cpu_usage")]
+            assert abs(in_window(cpu, fault_w).value.mean() - in_window(cpu, base_w).value.mean()) < 10

@@ -240,3 +240,25 @@ def test_persistent_own_trouble_beats_sporadic_callee_views(settings):
     rows.append(anomaly("front", "edge:api:latency_p99_ms", 0, 0.999, component="trace"))
     causes = rank(rows, settings).iloc[0]["root_causes"]
     assert [c["service"] for c in causes] == ["front", "api"]
+
+
+def test_a_changed_code_path_outranks_a_louder_service(settings):
+    """auth's requests stopped writing their 'token issued' line (a request pattern, issue 26)
+    while api shows louder, longer cpu and latency trouble: without the code_path term api wins
+    on strength and coverage; with it, auth. The evidence reads as a sentence."""
+    rows = [
+        *[anomaly("front", "latency_p95_ms", m, 0.999, component="trace") for m in range(3)],
+        *[anomaly("api", "cpu_usage_mean", m, 0.999) for m in range(3)],
+        *[anomaly("api", "latency_p95_ms", m, 0.999, component="trace") for m in range(3)],
+        anomaly("api", "pattern:call:db@GET /items", 1, 0.96, component="trace", value=0.0),
+        anomaly("auth", "pattern:log:3f2a@POST /token", 0, 0.9996, component="trace", value=0.0),
+    ]
+    (inc,) = rank(rows, settings).to_dict("records")
+    assert [c["service"] for c in inc["root_causes"]][:2] == ["auth", "api"]
+    assert inc["root_causes"][0]["evidence"].startswith(
+        "auth: log template 3f2a now missing in 100% of requests to POST /token (normally in 100%) at 10:00")
+    rca = settings.rca.to_dict()
+    without = RankingParams.from_settings({**rca, "weights": {**rca["weights"], "code_path": 0.0}})
+    pdf = pd.DataFrame(rows).assign(incident_key="k1")
+    (inc,) = rank_system_incidents(pdf, reach_pdf(), without, "run-1").to_dict("records")
+    assert inc["root_causes"][0]["service"] == "api"

@@ -39,6 +39,7 @@ from meltrca.detectors.service import (
     to_matrix,
 )
 from meltrca.detectors.store import FORMATS, dump_detector, load_detector
+from meltrca.features.patterns import REQUESTS, is_pattern
 from meltrca.io import list_artifacts, read_artifact, write_artifact
 from meltrca.logs import get_logger
 from meltrca.schemas import MODELS
@@ -79,6 +80,8 @@ def detection_plan(settings: Settings, *, window_seconds: int) -> dict[str, Any]
             "n_estimators": int(m.isolation_forest.n_estimators),
         },
         "lstm": {k: int(m.lstm[k]) for k in ("sequence_length", "epochs", "batch_size", "patience", "units", "threads")},
+        "patterns": {"min_shift": float(d.patterns.min_shift), "min_requests": int(d.patterns.min_requests),
+                     "max_p": float(d.patterns.max_p)},
     }
 
 
@@ -94,8 +97,9 @@ def store_root_of(lake_root: str) -> str:
 
 
 def signal_rows(features: DataFrame) -> DataFrame:
-    """The non-event feature rows detectors learn from, reduced to what the UDFs need."""
-    return features.where(F.col("component") != EVENT).select(
+    """The feature rows detectors learn from, reduced to what the UDFs need: not change events
+    (passed through) nor request-pattern shares (pattern_anomalies judges those)."""
+    return features.where((F.col("component") != EVENT) & ~is_pattern()).select(
         "system", "service", "window_start", "component", "feature", "value"
     )
 
@@ -267,7 +271,8 @@ def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None 
     window_start, window_end, value (in the feature's unit), expected_low/high (median ± min_z
     scale, in that unit), z, ensemble_score (0.95 at min_z, about 0.99 three sigmas further)."""
     keys = ["system", "service", "component", "feature"]
-    f = features.where(F.col("component").isin(*PEER_COMPONENTS) & F.col("value").isNotNull() & ~F.isnan("value"))
+    f = features.where(F.col("component").isin(*PEER_COMPONENTS) & ~is_pattern() & F.col("value").isNotNull()
+                       & ~F.isnan("value"))
     volume = f.where((F.col("component") == "log") & (F.col("feature") == "log_count")).select(
         "system", "service", "window_start", F.col("value").alias("lines"))
     shared = (F.col("component") == "log") & F.col("feature").endswith("_count") & (F.col("feature") != "log_count")
@@ -330,6 +335,82 @@ def sparse_peer_anomalies(features: DataFrame, scored: DataFrame, *, min_z: floa
         *keys[:2], "window_start", "window_end", *keys[2:], "value", "expected_low", "expected_high",
         F.create_map(F.lit("peer"), F.col("ensemble_score")).alias("detector_scores"),
         "ensemble_score", "anomaly_type", "severity", F.lit(0.5).alias("confidence"), F.lit(False).alias("cold_start"),
+    )
+
+
+# ---- request patterns ---------------------------------------------------------------------------
+
+
+def binomial_tail(k: np.ndarray, n: np.ndarray, p: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """P(K <= k) where lower, else P(K >= k), for K ~ Binomial(n, p)."""
+    from scipy.stats import binom
+
+    return np.where(lower, binom.cdf(k, n, p), binom.sf(k - 1, n, p))
+
+
+def pattern_anomalies(features: DataFrame, *, min_shift: float, min_requests: int, max_p: float,
+                      judged: Column | None = None, emit_from: datetime | None = None,
+                      emit_to: datetime | None = None) -> DataFrame:
+    """Anomaly rows (the columns of change_events) of request patterns (meltrca.features.patterns).
+
+    Each share (requests of a service's operation in a window that wrote a log template, called a
+    service, ended in error) is compared with the median share of the other windows of the same
+    series (peer windows, at least PEER_MIN_WINDOWS; with judged=None every window is judged against
+    all of them: a fault holds few of them). A window is anomalous when the share moved by at least
+    min_shift, it had at least min_requests requests, and so many (or so few) of them showing the
+    event is at most max_p likely under the series' pooled rate (binomial tail over the peer windows'
+    requests, +0.5 / +1 pseudo-counts: events every request shows, or none, stay near 1 or 0; a
+    DEBUG line sampled at 30% wanders by half a share in a small window and is no anomaly).
+    Qualifying rows are: a template written by every request that
+    is now missing (a skipped code path: ``drop``), a new error template or error spans
+    (``new_error_pattern``), a call added (``unusual_frequency``) or skipped (``drop``). Score: the
+    shift times sqrt(requests) — a whole endpoint changing behaviour outweighs a few requests —
+    mapped to 0.95 at the least qualifying shift, towards 1 above it. The expected range is the
+    median share itself (patterns.describe words it: "now missing in 92% of requests to POST /pay")."""
+    keys = ["system", "service", "component", "feature"]
+    parsed = F.regexp_extract("feature", r"^pattern:([^@]*)@(.*)$", 1)
+    operation = F.regexp_extract("feature", r"^pattern:[^@]*@(.*)$", 1)
+    p = (features.where((F.col("component") == "trace") & is_pattern() & F.col("value").isNotNull())
+         .withColumn("event", parsed).withColumn("operation", operation))
+    requests = p.where(F.col("event") == REQUESTS).select(
+        "system", "service", "window_start", "operation", F.col("value").alias("requests"))
+    shares = (p.where(F.col("event") != REQUESTS).join(requests, ["system", "service", "window_start", "operation"])
+              .withColumn("judged", F.lit(True) if judged is None else judged))
+    peers = shares if judged is None else shares.where(~F.col("judged"))
+    centre = peers.groupBy(*keys).agg(
+        F.percentile_approx("value", 0.5, 10000).alias("median"), F.count(F.lit(1)).alias("peers"),
+        ((F.sum(F.col("value") * F.col("requests")) + 0.5) / (F.sum("requests") + 1.0)).alias("rate"),
+    ).where(F.col("peers") >= PEER_MIN_WINDOWS)
+    shift = F.col("value") - F.col("median")
+
+    @F.pandas_udf(DoubleType())
+    def tail(k: pd.Series, n: pd.Series, p: pd.Series, lower: pd.Series) -> pd.Series:
+        return pd.Series(binomial_tail(k.to_numpy(float), n.to_numpy(float), p.to_numpy(float), lower.to_numpy(bool)))
+
+    z0 = float(min_shift) * float(min_requests) ** 0.5
+    rows = (
+        shares.where(F.col("judged")).join(centre, keys)
+        .withColumn("shift", shift)
+        .where((F.abs(F.col("shift")) >= float(min_shift)) & (F.col("requests") >= float(min_requests)))
+        .withColumn("p", tail(F.round(F.col("value") * F.col("requests")), F.col("requests"), F.col("rate"),
+                              F.col("shift") < 0))
+        .where(F.col("p") <= float(max_p))
+        .withColumn("z", F.abs(F.col("shift")) * F.sqrt("requests"))
+    )
+    if emit_from is not None:
+        rows = rows.where(F.col("window_start") >= F.lit(emit_from))
+    if emit_to is not None:
+        rows = rows.where(F.col("window_start") < F.lit(emit_to))
+    kind = (F.when(F.col("shift") < 0, F.lit("drop"))
+            .when(F.col("event").startswith("call:"), F.lit("unusual_frequency"))
+            .otherwise(F.lit("new_error_pattern")))
+    score = 1.0 - 0.05 * F.exp(-(F.col("z") - z0) / 2.0)
+    return rows.select(
+        "system", "service", "window_start", "window_end", *keys[2:], "value",
+        F.col("median").alias("expected_low"), F.col("median").alias("expected_high"),
+        F.create_map(F.lit("pattern"), score).alias("detector_scores"), score.alias("ensemble_score"),
+        kind.alias("anomaly_type"), F.lit("medium").alias("severity"), F.lit(0.5).alias("confidence"),
+        F.lit(False).alias("cold_start"),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 EDGE_PREFIX = "edge:"
 LOG_PATTERN_FEATURES = ("new_template_count", "rare_template_count")
+PATTERN_PREFIX = "pattern:"  # meltrca.features.patterns: per-request event shares
 
 
 def parse_edge_feature(feature: str) -> tuple[str, str] | None:
@@ -53,6 +54,9 @@ class IndicatorKinds:
             if feature.upper().startswith(("ERROR", "WARN", "FATAL", "CRITICAL")) or feature == "error_ratio":
                 return "log_errors"
             return "log_volume"
+        if feature.startswith(PATTERN_PREFIX):
+            # what a service's requests did: its own code path (log lines, errors) or its calls out
+            return "calls" if feature.startswith(PATTERN_PREFIX + "call:") else "code_path"
         edge = parse_edge_feature(feature)
         return self._match(edge[1] if edge else feature)
 

@@ -27,7 +27,8 @@ from meltrca.explain.text import sanitize_tree
 
 JSON_OPTIONS = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss'Z'", "ignoreNullFields": "false"}
 SEVERITIES = ("low", "medium", "high", "critical")
-TEMPLATE_FEATURE = r"^template_(.+)_count$"
+# a log template's count, or the share of requests writing it (features.patterns)
+TEMPLATE_FEATURE = r"^(?:template_(.+)_count|pattern:log:([^@]+)@.*)$"
 FACTS_SCHEMA = StructType([
     StructField("system", StringType(), False),
     StructField("incident_id", StringType(), False),
@@ -100,7 +101,8 @@ def changes_near(targets: DataFrame, events: DataFrame, *, lookback_minutes: flo
 def template_texts(members: DataFrame, templates: DataFrame) -> DataFrame:
     """(anomaly_id, system, template_text) for anomalies on a mined log template feature."""
     tagged = members.select(
-        "anomaly_id", "system", F.regexp_extract("feature", TEMPLATE_FEATURE, 1).alias("template_id")
+        "anomaly_id", "system", F.concat(F.regexp_extract("feature", TEMPLATE_FEATURE, 1),
+                                         F.regexp_extract("feature", TEMPLATE_FEATURE, 2)).alias("template_id")
     ).where(F.col("template_id") != "")
     return tagged.join(templates.select("system", "template_id", F.col("template").alias("template_text")),
                        ["system", "template_id"]).drop("template_id")

@@ -96,10 +96,11 @@ def anomaly_sentence(r: Mapping[str, Any], lo: float | None, hi: float | None, d
         text += f" (\"{c['message']}\")." if c.get("message") else "."
     else:
         sig = {"feature": r.get("feature"), "service": r.get("service"), "component": r.get("component"),
-               "value": r.get("value"), "expected_low": lo, "expected_high": hi, "at": r.get("window_start")}
+               "value": r.get("value"), "expected_low": lo, "expected_high": hi, "at": r.get("window_start"),
+               "template_text": r.get("template_text")}
         text = (f"{signal_sentence(sig)} ({details['anomaly_type']}, {details['severity']} severity, "
                 f"confidence {fmt_num(details['confidence'])}).")
-    if r.get("template_text"):
+    if r.get("template_text") and not str(r.get("feature") or "").startswith("pattern:"):
         text += f" Log template: \"{r['template_text']}\"."
     if changes and r.get("component") != "event":
         c = changes[-1]

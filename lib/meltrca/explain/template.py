@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from meltrca.explain.text import clock, deviation_phrase, duration_phrase, finite_or_none, fmt_num, iso
+from meltrca.features.patterns import describe
 
 WRITER = "template"
 EVENT_WORDS = {"deploy": "deploy", "config_change": "config change", "restart": "restart", "scale": "scaling event"}
@@ -31,6 +32,10 @@ def signal_sentence(sig: Mapping[str, Any]) -> str:
     where = f"{sig.get('feature')} on {sig.get('service')}"
     if sig.get("component") == "event":
         return f"{where} counted {value} at {clock(sig.get('at'))} (a change event)"
+    pattern = describe(str(sig.get("service")), str(sig.get("feature")), finite_or_none(sig.get("value")),
+                       finite_or_none(sig.get("expected_low")), sig.get("template_text"))
+    if pattern:
+        return f"{pattern} at {clock(sig.get('at'))}"
     dev = deviation_phrase(sig.get("value"), sig.get("expected_low"), sig.get("expected_high"))
     return f"{where} was {value} at {clock(sig.get('at'))}, {dev}"
 

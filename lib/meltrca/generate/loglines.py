@@ -225,7 +225,7 @@ def span_logs(plan_json: str, system: int, spans: Spans, rng: np.random.Generato
             "go": ["request started op=", ops_txt.take(sel)],
         }, len(sel))
         out.add("DEBUG", spans.service[sel], spans.instance[sel], spans.start_ms[sel] + 0.05, msg, sel)
-    ok_or_reset = ~spans.failed | (kind == RESET)
+    ok_or_reset = (~spans.failed | (kind == RESET)) & ~spans.wrong_path
     sel = np.nonzero(app & (skind != "gateway") & ok_or_reset & (rng.random(n) < sample_rate))[0]
     if len(sel):
         d = dur_txt.take(sel)

@@ -88,6 +88,7 @@ class FaultEffects:
     err_kind: np.ndarray  # [I, M] int8 reason code
     extra_ms: np.ndarray  # [S, M] added own time (network delay, retransmits, hangs)
     wrong: np.ndarray  # [S, M] share of successful responses that are wrong (bad deploy)
+    skip: np.ndarray  # [S, M] share of requests taking a wrong branch: no calls out, no completion line
     pool_add: np.ndarray  # [S, M] leaked connections as a share of the pool
     pool_shrink: np.ndarray  # [S, M] pool size divisor (misconfiguration)
     pool_err: np.ndarray  # [S, M] pool-timeout share when the pool is fully saturated
@@ -160,6 +161,7 @@ class SystemModel:
         return FaultEffects(
             cpu_add=np.zeros((n, M)), leak=np.zeros((n, M)), lat_mult=np.ones((n, M)), err=np.zeros((n, M)),
             err_kind=np.zeros((n, M), dtype=np.int8), extra_ms=np.zeros((S, M)), wrong=np.zeros((S, M)),
+            skip=np.zeros((S, M)),
             pool_add=np.zeros((S, M)), pool_shrink=np.ones((S, M)), pool_err=np.zeros((S, M)),
             warm=self._warmup(),
         )
@@ -232,6 +234,12 @@ class SystemModel:
                         fx.err[i] = np.where(on, 0.05 + 0.45 * mag, fx.err[i])
                         fx.err_kind[i] = np.where(on, DEPLOY_BUG, fx.err_kind[i])
                         fx.lat_mult[i] = np.where(on, 1.1, fx.lat_mult[i])
+            elif f.fault_type == "exception":  # a latent bug: a new exception on every instance
+                for i in all_insts:
+                    fx.err[i] = np.where(win, 0.1 + 0.5 * mag, fx.err[i])
+                    fx.err_kind[i] = np.where(win, DEPLOY_BUG, fx.err_kind[i])
+            elif f.fault_type == "wrong_return":  # a wrong branch returns early: calls skipped, nothing logged
+                fx.skip[f.root] = np.where(win, 0.3 + 0.6 * mag, fx.skip[f.root])
             elif f.fault_type == "dependency_outage":
                 for i in all_insts:
                     if f.mode == "hang":

@@ -30,6 +30,8 @@ class FaultType:
     name: str
     kinds: tuple[str, ...]  # service kinds it can hit
     needs_database: bool = False  # root must call a database (connection pool faults)
+    needs_calls: bool = False  # root must call other services (a skipped branch skips calls)
+    opt_in: bool = False  # drawn only when generate.fault_types names it (existing seeds keep their faults)
 
 
 FAULT_TYPES: dict[str, FaultType] = {
@@ -43,6 +45,9 @@ FAULT_TYPES: dict[str, FaultType] = {
         FaultType("bad_deploy", ("app", "gateway")),
         FaultType("dependency_outage", ("database", "cache", "app")),
         FaultType("misconfiguration", ("app",), needs_database=True),
+        # code faults without a change event (a latent bug, a bad input): opt-in
+        FaultType("exception", ("app",), opt_in=True),
+        FaultType("wrong_return", ("app",), needs_calls=True, opt_in=True),
     )
 }
 
@@ -56,6 +61,10 @@ def indicator_for(fault_type: str, mode: str) -> str:
     """The root-cause feature (silver feature naming) that shows the fault on its root service."""
     if fault_type == "bad_deploy":
         return "WARN_count" if mode == "wrong_result" else "ERROR_count"
+    if fault_type == "exception":
+        return "ERROR_count"
+    if fault_type == "wrong_return":
+        return "INFO_count"  # the normal path's completion line goes missing
     return {
         "cpu_hog": "cpu_usage_mean",
         "memory_leak": "memory_usage_mean",
@@ -142,6 +151,8 @@ def _eligible(topo: Topology, ft: FaultType) -> list[int]:
             continue
         if ft.needs_database and not any(topo.services[c].kind == "database" for c in topo.callees(s.index)):
             continue
+        if ft.needs_calls and not any(op.calls for op in topo.ops if op.service == s.index):
+            continue
         out.append(s.index)
     return out
 
@@ -160,7 +171,7 @@ def plan_faults(
 
     Types are drawn in shuffled rounds, so n >= the number of eligible types covers each one."""
     windows = schedule_windows(rng, minutes, n)
-    types = [t for t in FAULT_TYPES.values() if _eligible(topo, t) and (not allowed or t.name in allowed)]
+    types = [t for t in FAULT_TYPES.values() if _eligible(topo, t) and (t.name in allowed if allowed else not t.opt_in)]
     if n and not types:
         raise ConfigError(f"no service of {system} can host the fault types {', '.join(allowed or [])} "
                           f"(add services or widen generate.fault_types)")

@@ -51,6 +51,7 @@ class Spans:
     retried: np.ndarray  # this failed attempt was retried by the caller
     fallback: np.ndarray  # answered with a default/wrong value (bad deploy, wrong_result)
     detected_wrong: np.ndarray  # the caller rejected this span's response as invalid
+    wrong_path: np.ndarray  # took a wrong branch (wrong_return): returned early, no completion line
 
     def __len__(self) -> int:
         return len(self.trace)
@@ -73,6 +74,7 @@ class TraceSampler:
         self.fault_err = model.effects.err
         self.fault_kind = model.effects.err_kind
         self.wrong = model.effects.wrong
+        self.skip = model.effects.skip
         self.pool_timeout = np.array([s.pool_timeout_ms for s in self.topo.services])
         self.n_inst = np.array([len(s.instances) for s in self.topo.services])
 
@@ -152,6 +154,10 @@ class TraceSampler:
         post = np.where(fast, 0.0, post)
         pre = np.where(kind == POOL_TIMEOUT, pre + self.pool_timeout[s] * rng.uniform(0.95, 1.0, n), pre)
         peer = np.full(n, -1, dtype=np.int64)
+        # a wrong branch (wrong_return) returns early; drawn only when one is active, so the
+        # random stream of every other fault stays as it was
+        skip = self.skip[s, minute]
+        wrong_path = rng.random(n) < skip if skip.any() else np.zeros(n, dtype=bool)
 
         end = pre.copy()  # running end of the calls, relative to this span's start
         for c in op.calls:
@@ -160,7 +166,7 @@ class TraceSampler:
             count = rng.integers(c.count_min, c.count_max + 1, size=n)
             for r in range(c.count_max):
                 # a span that has failed (on its own or through a call) makes no further calls
-                sub = np.nonzero(make & (count > r) & ~failed)[0]
+                sub = np.nonzero(make & (count > r) & ~failed & ~wrong_path)[0]
                 tries = 0
                 while len(sub):
                     start = branch[sub] + c.net_ms * rng.lognormal(0.0, 0.3, len(sub))
@@ -203,6 +209,7 @@ class TraceSampler:
             row=rows, trace=trace, parent=parent, service=np.full(n, s, dtype=np.int64),
             op=np.full(n, o, dtype=np.int64), instance=inst, minute=minute, offset=offset, dur_ms=dur,
             failed=failed, kind=kind, peer=peer, attempt=np.full(n, attempt, dtype=np.int16), fallback=fallback,
+            wrong_path=wrong_path,
         )
         self._last_rows = rows
         return dur, failed, fallback, kind
@@ -215,7 +222,7 @@ class TraceSampler:
             return Spans(trace=ints, parent=ints, service=ints, op=ints, instance=ints, minute=ints,
                          start_ms=np.zeros(0), dur_ms=np.zeros(0), failed=flags, kind=np.zeros(0, dtype=np.int8),
                          peer=ints, attempt=np.zeros(0, dtype=np.int16), retried=flags, fallback=flags,
-                         detected_wrong=flags)
+                         detected_wrong=flags, wrong_path=flags)
         cat = {k: np.concatenate([x[k] for x in g]) for k in g[0] if k != "row"}
         n = self._rows
         start = cat.pop("offset").astype(float)
@@ -234,7 +241,7 @@ class TraceSampler:
             trace=cat["trace"], parent=parent, service=cat["service"], op=cat["op"], instance=cat["instance"],
             minute=cat["minute"], start_ms=start, dur_ms=cat["dur_ms"], failed=cat["failed"], kind=cat["kind"],
             peer=cat["peer"], attempt=cat["attempt"], retried=flag == 1, fallback=cat["fallback"],
-            detected_wrong=flag == 2,
+            detected_wrong=flag == 2, wrong_path=cat["wrong_path"],
         )
 
 

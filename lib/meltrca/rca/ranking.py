@@ -1,7 +1,7 @@
 """Root-cause ranking of one system's incidents (pure pandas; Spark calls it per system).
 
 Each candidate service of an incident (a service with anomalies, or a callee whose callers'
-edge stats are anomalous) gets six evidence terms in [0, 1], combined with ``rca.weights``:
+edge stats are anomalous) gets seven evidence terms in [0, 1], combined with ``rca.weights``:
 
 - explains:   share of the incident's other anomalous services that call it, directly or
               transitively (a callee's failure explains its callers' symptoms, not the reverse);
@@ -19,6 +19,11 @@ edge stats are anomalous) gets six evidence terms in [0, 1], combined with ``rca
 - strength:   mean of its three strongest anomaly scores (half weight when it is only seen
               through its callers' edge stats), times sqrt(coverage): the share of the
               incident's windows in which it shows trouble (a fault persists; noise blips).
+- code_path:  its strongest request-pattern anomaly (meltrca.features.patterns: a log line, a
+              call or an error status whose share of its requests moved) as -log10(1 - score),
+              relative to the incident's strongest; 0 without one. A code fault changes what
+              the faulty service's requests do; its callers see errors or slowness, and hubs
+              that many anomalous services call collect "explains" from the noise.
 
 Score = weighted mean of the terms. Ties break on onset, then name.
 
@@ -42,11 +47,12 @@ from typing import Any
 
 import pandas as pd
 
-from meltrca.indicators import IndicatorKinds, parse_edge_feature
+from meltrca.features.patterns import describe
+from meltrca.indicators import PATTERN_PREFIX, IndicatorKinds, parse_edge_feature
 
 SEVERITIES = ("low", "medium", "high", "critical")
 STRONG_CHANGES = ("deploy", "config_change")
-TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength")
+TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength", "code_path")
 ERROR_KINDS = ("errors", "log_errors", "log_pattern")
 
 
@@ -182,9 +188,19 @@ class IncidentRanker:
                 cands[ch["service"]].changes.append(ch)
         return list(cands.values())
 
+    @staticmethod
+    def code_path_surprise(c: Candidate) -> float:
+        """-log10(1 - score) of its strongest request-pattern anomaly (0: none); unlike the score,
+        it does not saturate near 1, so a whole endpoint changing outranks a few requests."""
+        scores = [r["ensemble_score"] for r in c.own if str(r["feature"]).startswith(PATTERN_PREFIX)
+                  and r["ensemble_score"] is not None and math.isfinite(r["ensemble_score"])]
+        return max((-math.log10(max(1.0 - x, 1e-12)) for x in scores), default=0.0)
+
     def score(self, cands: list[Candidate], start: datetime, n_windows: int) -> None:
         w = self.p.weights
         anomalous = {c.service: c for c in cands if c.own}
+        surprise = {c.service: self.code_path_surprise(c) for c in cands}
+        top_surprise = max(surprise.values(), default=0.0)
         for c in cands:
             others = [s for s in anomalous if s != c.service]
             callers = [s for s in others if (s, c.service) in self.reach]
@@ -209,6 +225,7 @@ class IncidentRanker:
                 "intrinsic": max(intrinsic, default=0.0),
                 "change": change,
                 "strength": (sum(scores[:3]) / min(3, len(scores)) if scores else 0.0) * math.sqrt(coverage),
+                "code_path": surprise[c.service] / top_surprise if top_surprise > 0 else 0.0,
             }
             total_w = sum(w.get(t, 0.0) for t in TERMS) or 1.0
             c.score = sum(w.get(t, 0.0) * c.terms[t] for t in TERMS) / total_w
@@ -222,7 +239,9 @@ class IncidentRanker:
 
     def evidence(self, c: Candidate, first: Candidate, n_anomalous: int) -> str:
         r = self.indicator(c)
+        pattern = describe(r["service"], r["feature"], r.get("value"), r.get("expected_low"))
         parts = [
+            f"{pattern} at {r['window_start']:%H:%M}" if pattern else
             f"{r['service']} {r['feature']} = {_fmt(r.get('value'))} vs normal {_fmt(r.get('expected_low'))}"
             f"–{_fmt(r.get('expected_high'))} at {r['window_start']:%H:%M}"
         ]

@@ -26,6 +26,7 @@ from meltrca.detection import (
     fit_models,
     fit_notes,
     model_index,
+    pattern_anomalies,
     score_features,
     sparse_peer_anomalies,
     store_root_of,
@@ -136,17 +137,20 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
             peers = sparse_peer_anomalies(score_input, scored, min_z=plan["zscore"]["threshold"],
                                           emit_from=emit_from, emit_to=ctx.window.end).localCheckpoint()
             n_peers = peers.count()
-            rows = anomaly_rows(scored, change_events(features).unionByName(peers), window_seconds=window_seconds,
-                                run_id=ctx.run_id)
+            patterns = pattern_anomalies(score_input, **plan["patterns"], emit_from=emit_from,
+                                         emit_to=ctx.window.end).localCheckpoint()
+            n_patterns = patterns.count()
+            rows = anomaly_rows(scored, change_events(features).unionByName(peers).unionByName(patterns),
+                                window_seconds=window_seconds, run_id=ctx.run_id)
             lake.replace_window("anomalies", rows, systems=systems, window=ctx.window)
         finally:
             scored.unpersist()
         n_events = lake.read("anomalies", systems=systems, window=ctx.window).where("component = 'event'").count()
-        info["rows"] = n_signals + n_peers + n_events
-        info["extra"] = (f"{n_signals} signal + {n_peers} sparse-series (peer windows) + {n_events} change-event "
-                         "anomalies")
-    ctx.count("anomalies", n_signals + n_peers + n_events)
-    ctx.count("anomalies_signal", n_signals + n_peers)
+        info["rows"] = n_signals + n_peers + n_patterns + n_events
+        info["extra"] = (f"{n_signals} signal + {n_peers} sparse-series (peer windows) + {n_patterns} request-pattern "
+                         f"+ {n_events} change-event anomalies")
+    ctx.count("anomalies", n_signals + n_peers + n_patterns + n_events)
+    ctx.count("anomalies_signal", n_signals + n_peers + n_patterns)
 
 
 def preflight(args: argparse.Namespace, settings: Any) -> None:

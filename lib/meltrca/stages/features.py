@@ -22,6 +22,7 @@ from meltrca.features import (
     template_window_counts,
     trace_features,
 )
+from meltrca.features.patterns import known_patterns, pattern_features
 from meltrca.schemas import BRONZE
 from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument
 from meltrca.templates import assign_templates, mask_messages, mine_templates
@@ -49,10 +50,14 @@ def lake_root(args: argparse.Namespace) -> str:
 
 
 def refresh_log_templates(
-    lake: Lake, logs: DataFrame, *, systems: list[str], window: TimeWindow | None, params: FeatureParams, similarity: float
-) -> int:
-    """Mine templates of the window's logs, write log_template_counts and log_templates; returns lines tagged."""
-    masked = logs.select("system", "service", "ts", "level", "message").transform(mask_messages)
+    lake: Lake, logs: DataFrame, *, systems: list[str], window: TimeWindow | None, params: FeatureParams, similarity: float,
+    per_request: bool = False,
+) -> tuple[int, DataFrame | None]:
+    """Mine templates of the window's logs, write log_template_counts and log_templates.
+
+    Returns the lines tagged and, with per_request, the (system, trace_id, service, template_id)
+    of the lines that carry a trace id (checkpointed: the request patterns read it once more)."""
+    masked = logs.select("system", "service", "ts", "level", "message", "trace_id").transform(mask_messages)
     masked = masked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         distinct = masked.groupBy("system", "masked").agg(
@@ -75,8 +80,14 @@ def refresh_log_templates(
             "count", F.coalesce(F.col("count"), F.lit(0))
         )
         lake.overwrite("log_templates", table, systems=systems)
+        request_templates = None
+        if per_request:
+            request_templates = (
+                tagged.where(F.col("trace_id").isNotNull() & F.col("template_id").isNotNull())
+                .select("system", "trace_id", "service", "template_id").distinct().localCheckpoint()
+            )
         matches.unpersist()
-        return int(obs.get.get("lines") or 0)
+        return int(obs.get.get("lines") or 0), request_templates
     finally:
         masked.unpersist()
 
@@ -95,27 +106,34 @@ def process(ctx: JobContext) -> None:
         raise InputError(f"no bronze rows in {lake.root} for window {run_window} (run `meltrca ingest` first)")
     ctx.systems = systems
     replace = run_window if (run_window.start or run_window.end) else None
+    per_request = bool(settings.features.request_patterns)
+    request_templates = None
     if lake.exists("logs"):
         with ctx.stage("templates") as info:
-            info["rows"] = refresh_log_templates(
+            info["rows"], request_templates = refresh_log_templates(
                 lake,
                 bronze["logs"],
                 systems=systems,
                 window=replace,
                 params=params,
                 similarity=float(settings.features.templates.similarity),
+                per_request=per_request,
             )
             info["extra"] = f"{lake.read('log_templates', systems=systems).count():,} templates"
     with ctx.stage("features") as info:
-        known = None
-        if run_window.start is not None and params.fill_zero_counts:
+        known = seen_patterns = None
+        if run_window.start is not None:
             before = TimeWindow(run_window.start - timedelta(minutes=params.fill_lookback_minutes), run_window.start)
-            known = count_series(lake.read("features", systems=systems, window=before))
+            earlier = lake.read("features", systems=systems, window=before)
+            known = count_series(earlier) if params.fill_zero_counts else None
+            seen_patterns = known_patterns(earlier) if per_request else None
         parts = [
             metric_features(bronze["metrics"], params=params),
             trace_features(bronze["spans"], params=params, known=known),
             event_features(bronze["events"], params=params),
         ]
+        if per_request:
+            parts.append(pattern_features(bronze["spans"], request_templates, params=params, known=seen_patterns))
         if lake.exists("log_template_counts"):
             counts = lake.read("log_template_counts", systems=systems, window=run_window)
             summary = lake.read("log_templates", systems=systems)

@@ -116,7 +116,8 @@ SERIES = ("system", "service", "component", "feature")
 
 def count_series(features: DataFrame) -> DataFrame:
     """The (system, service, component, feature) of log and trace count features in a features table."""
-    is_count = F.col("component").isin("log", "trace") & F.col("feature").endswith("_count")
+    is_count = (F.col("component").isin("log", "trace") & F.col("feature").endswith("_count")
+                & ~F.col("feature").startswith("pattern:"))
     return features.where(is_count).select(*SERIES).distinct()
 
 

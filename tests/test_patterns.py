@@ -41,9 +41,10 @@ def bronze(spark, minutes: int = 6, per_minute: int = 10):
                 ("s", t, f"{t}-p2", f"{t}-p", "pay", "sql", start, start, 1.0, "ok", "client", None, D),
                 ("s", t, f"{t}-c", f"{t}-p2", "audit" if fault else "bank", "POST /x", start, start, 1.0, "ok", "server", None, D),
             ]
-            templates.append(("s", t, "pay", "exc" if fault else "charge"))
+            templates.append(("s", t, "pay", "exc" if fault else "charge", w(m)))
     return (spark.createDataFrame(spans, SPANS),
-            spark.createDataFrame(templates, "system string, trace_id string, service string, template_id string"))
+            spark.createDataFrame(templates, "system string, trace_id string, service string, template_id string, "
+                                             "window_start timestamp"))
 
 
 def test_request_pattern_features(spark):
@@ -130,3 +131,19 @@ def test_a_pattern_anomaly_reads_as_a_sentence():
         "pay: log template abc now in 100% of requests to POST /pay (normally in 0%)")
     assert describe("pay", "cpu_usage_mean", 1.0, 0.0) is None
     assert describe("pay", f"pattern:requests@{OP}", 4.0, 4.0) is None
+
+
+def test_pattern_zeros_are_causal_and_a_request_counts_its_own_window_only(spark):
+    spans, templates = bronze(spark)
+    got = pattern_features(spans, templates, params=FeatureParams())
+    exc = f"pattern:log:exc@{OP}"
+    # first seen in the fault minute: no zeros before it (a split run could not know them)
+    assert [(r["window_start"], r["value"]) for r in got.where(F.col("feature") == exc).collect()] == [(w(FAULT), 1.0)]
+    # known from before a windowed run: zeros from the run's start
+    known = spark.createDataFrame([("s", "pay", OP, "log:exc")], "system string, service string, operation string, event string")
+    zeros = pattern_features(spans, templates, params=FeatureParams(), known=known).where(F.col("feature") == exc)
+    assert sorted(r["value"] for r in zeros.collect()) == [0.0] * FAULT + [1.0]
+    # the 'charge' line of minute 0's requests written in minute 1 belongs to no request
+    late = templates.withColumn("window_start", F.when(F.col("window_start") == w(0), w(1)).otherwise(F.col("window_start")))
+    shares = pattern_features(spans, late, params=FeatureParams()).where(F.col("feature") == f"pattern:log:charge@{OP}")
+    assert {(r["window_start"], r["value"]) for r in shares.collect()} == {(w(m), 1.0) for m in range(1, FAULT)} | {(w(FAULT), 0.0)}

@@ -373,9 +373,16 @@ def pattern_anomalies(features: DataFrame, *, min_shift: float, min_requests: in
     p = (features.where((F.col("component") == "trace") & is_pattern() & F.col("value").isNotNull())
          .withColumn("event", parsed).withColumn("operation", operation))
     requests = p.where(F.col("event") == REQUESTS).select(
-        "system", "service", "window_start", "operation", F.col("value").alias("requests"))
-    shares = (p.where(F.col("event") != REQUESTS).join(requests, ["system", "service", "window_start", "operation"])
-              .withColumn("judged", F.lit(True) if judged is None else judged))
+        "system", "service", "window_start", "window_end", "operation", F.col("value").alias("requests"))
+    # features are causal (no share before an event was first seen); here every window with requests
+    # to the operation is a peer, at 0 before the event existed: a new template is judged too
+    series = p.where(F.col("event") != REQUESTS).select(*keys, "event", "operation").distinct()
+    shares = (
+        requests.join(series, ["system", "service", "operation"])
+        .join(p.select(*keys, "window_start", "value"), [*keys, "window_start"], "left")
+        .withColumn("value", F.coalesce(F.col("value"), F.lit(0.0)))
+        .withColumn("judged", F.lit(True) if judged is None else judged)
+    )
     peers = shares if judged is None else shares.where(~F.col("judged"))
     centre = peers.groupBy(*keys).agg(
         F.percentile_approx("value", 0.5, 10000).alias("median"), F.count(F.lit(1)).alias("peers"),

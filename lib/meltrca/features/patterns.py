@@ -29,7 +29,7 @@ import re
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from meltrca.features import FeatureParams, with_window
+from meltrca.features import FeatureParams, window_start_of, with_window
 from meltrca.indicators import PATTERN_PREFIX
 
 PREFIX = PATTERN_PREFIX
@@ -84,16 +84,19 @@ def request_units(linked: DataFrame) -> DataFrame:
         "system", "trace_id", "service", "_e.operation", "_e.ts")
 
 
-def request_events(linked: DataFrame, request_templates: DataFrame | None) -> DataFrame:
-    """(system, trace_id, service, event), distinct: what each request to a service did."""
+def request_events(linked: DataFrame, request_templates: DataFrame | None, *, params: FeatureParams) -> DataFrame:
+    """(system, trace_id, service, window_start, event), distinct: what each request to a service
+    did, by the window it happened in (a request counts only what happened in its own window)."""
+    start = window_start_of(F.col("start_ts"), params.seconds).alias("window_start")
     calls = linked.where(F.col("parent_service").isNotNull() & (F.col("parent_service") != F.col("service"))).select(
-        "system", "trace_id", F.col("parent_service").alias("service"), F.concat(F.lit("call:"), "service").alias("event"))
+        "system", "trace_id", F.col("parent_service").alias("service"), start,
+        F.concat(F.lit("call:"), "service").alias("event"))
     errors = linked.where(F.lower("status") == "error").select(
-        "system", "trace_id", "service", F.lit("error").alias("event"))
+        "system", "trace_id", "service", start, F.lit("error").alias("event"))
     events = calls.unionByName(errors)
     if request_templates is not None:
         events = events.unionByName(request_templates.select(
-            "system", "trace_id", "service", F.concat(F.lit("log:"), "template_id").alias("event")))
+            "system", "trace_id", "service", "window_start", F.concat(F.lit("log:"), "template_id").alias("event")))
     return events.distinct()
 
 
@@ -111,23 +114,34 @@ def pattern_features(spans: DataFrame, request_templates: DataFrame | None, *, p
                      known: DataFrame | None = None) -> DataFrame:
     """Long feature rows (FEATURE_COLUMNS, component 'trace') of per-request event shares.
 
-    request_templates: (system, trace_id, service, template_id) of the logs that carry a trace id
-    (None: no logs, so calls and errors only). known: known_patterns of the windows before a
-    windowed run."""
+    request_templates: (system, trace_id, service, template_id, window_start) of the logs that carry
+    a trace id (None: no logs, so calls and errors only). known: known_patterns of the windows before
+    a windowed run.
+
+    Causal and incremental-stable: a request counts the events of its own window only (a line
+    written just after the window closed belongs to no request: a run split there sees the same), and
+    an event's share is 0, not missing, from the first window it was seen on (service, operation)
+    onwards (or from the run's start when `known` names it), never before."""
     linked = with_parent_service(spans)
     units = request_units(linked).transform(with_window, ts="ts", params=params)
     keys = ["system", "service", "operation", "window_start", "window_end"]
     requests = units.groupBy(*keys).agg(F.count(F.lit(1)).alias("requests"))
     hits = (
-        units.join(request_events(linked, request_templates), ["system", "trace_id", "service"])
+        units.join(request_events(linked, request_templates, params=params), ["system", "trace_id", "service", "window_start"])
         .groupBy(*keys, "event").agg(F.count(F.lit(1)).alias("hits"))
     )
-    catalog = hits.select("system", "service", "operation", "event")
+    catalog = hits.select("system", "service", "operation", "event", "window_start")
     if known is not None:
-        catalog = catalog.unionByName(known)
-    catalog = catalog.distinct()
+        catalog = catalog.unionByName(known.withColumn("window_start", F.lit(None).cast("timestamp")))
+    catalog = catalog.groupBy("system", "service", "operation", "event").agg(
+        F.min("window_start").alias("first_seen"), F.count(F.lit(1)).alias("_n"),
+        F.count("window_start").alias("_dated"))
+    # known before the run: zeros from its start (first_seen null)
+    catalog = catalog.select("system", "service", "operation", "event",
+                             F.when(F.col("_dated") < F.col("_n"), F.lit(None)).otherwise(F.col("first_seen")).alias("first_seen"))
     shares = (
         requests.join(catalog, ["system", "service", "operation"])
+        .where(F.col("first_seen").isNull() | (F.col("window_start") >= F.col("first_seen")))
         .join(hits, [*keys, "event"], "left")
         .select(*keys, feature_name(F.col("event"), F.col("operation")).alias("feature"),
                 F.try_divide(F.coalesce(F.col("hits"), F.lit(0)).cast("double"), F.col("requests")).alias("value"))

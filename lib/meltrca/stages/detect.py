@@ -33,6 +33,7 @@ from meltrca.detection import (
     with_severity,
 )
 from meltrca.errors import InputError
+from meltrca.features.patterns import is_pattern
 from meltrca.incremental import context_windows
 from meltrca.jobrunner import JobContext
 from meltrca.logs import get_logger
@@ -45,7 +46,7 @@ from meltrca.stages.common import (
     require_tables,
     widest_window_seconds,
 )
-from meltrca.timewindow import utcnow
+from meltrca.timewindow import TimeWindow, utcnow
 
 DESCRIPTION = "Fit and score anomaly detectors (z-score, Isolation Forest, LSTM autoencoder) per service."
 MODES = ("fit_score", "fit", "score")
@@ -137,7 +138,11 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
             peers = sparse_peer_anomalies(score_input, scored, min_z=plan["zscore"]["threshold"],
                                           emit_from=emit_from, emit_to=ctx.window.end).localCheckpoint()
             n_peers = peers.count()
-            patterns = pattern_anomalies(score_input, **plan["patterns"], emit_from=emit_from,
+            # request patterns are judged against every earlier window of their series, not only the
+            # scoring context: a later increment sees the peers one run over the union sees
+            pattern_input = score_input if mode == "fit_score" else lake.read(
+                "features", systems=systems, window=TimeWindow(None, ctx.window.end)).where(is_pattern())
+            patterns = pattern_anomalies(pattern_input, **plan["patterns"], emit_from=emit_from,
                                          emit_to=ctx.window.end).localCheckpoint()
             n_patterns = patterns.count()
             rows = anomaly_rows(scored, change_events(features).unionByName(peers).unionByName(patterns),

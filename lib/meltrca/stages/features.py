@@ -21,6 +21,7 @@ from meltrca.features import (
     template_summary,
     template_window_counts,
     trace_features,
+    window_start_of,
 )
 from meltrca.features.patterns import known_patterns, pattern_features
 from meltrca.schemas import BRONZE
@@ -55,8 +56,8 @@ def refresh_log_templates(
 ) -> tuple[int, DataFrame | None]:
     """Mine templates of the window's logs, write log_template_counts and log_templates.
 
-    Returns the lines tagged and, with per_request, the (system, trace_id, service, template_id)
-    of the lines that carry a trace id (checkpointed: the request patterns read it once more)."""
+    Returns the lines tagged and, with per_request, the (system, trace_id, service, template_id,
+    window_start) of the lines that carry a trace id (checkpointed: the request patterns read it once more)."""
     masked = logs.select("system", "service", "ts", "level", "message", "trace_id").transform(mask_messages)
     masked = masked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -84,7 +85,9 @@ def refresh_log_templates(
         if per_request:
             request_templates = (
                 tagged.where(F.col("trace_id").isNotNull() & F.col("template_id").isNotNull())
-                .select("system", "trace_id", "service", "template_id").distinct().localCheckpoint()
+                .select("system", "trace_id", "service", "template_id",
+                        window_start_of(F.col("ts"), params.seconds).alias("window_start"))
+                .distinct().localCheckpoint()
             )
         matches.unpersist()
         return int(obs.get.get("lines") or 0), request_templates

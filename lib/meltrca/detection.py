@@ -39,7 +39,7 @@ from meltrca.detectors.service import (
     to_matrix,
 )
 from meltrca.detectors.store import FORMATS, dump_detector, load_detector
-from meltrca.features.patterns import REQUESTS, is_pattern
+from meltrca.features.patterns import REQUESTS, is_pattern, with_event_and_operation
 from meltrca.io import list_artifacts, read_artifact, write_artifact
 from meltrca.logs import get_logger
 from meltrca.schemas import MODELS
@@ -368,10 +368,7 @@ def pattern_anomalies(features: DataFrame, *, min_shift: float, min_requests: in
     mapped to 0.95 at the least qualifying shift, towards 1 above it. The expected range is the
     median share itself (patterns.describe words it: "now missing in 92% of requests to POST /pay")."""
     keys = ["system", "service", "component", "feature"]
-    parsed = F.regexp_extract("feature", r"^pattern:([^@]*)@(.*)$", 1)
-    operation = F.regexp_extract("feature", r"^pattern:[^@]*@(.*)$", 1)
-    p = (features.where((F.col("component") == "trace") & is_pattern() & F.col("value").isNotNull())
-         .withColumn("event", parsed).withColumn("operation", operation))
+    p = with_event_and_operation(features).where(F.col("value").isNotNull())
     requests = p.where(F.col("event") == REQUESTS).select(
         "system", "service", "window_start", "window_end", "operation", F.col("value").alias("requests"))
     # features are causal (no share before an event was first seen); here every window with requests

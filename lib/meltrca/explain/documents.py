@@ -23,6 +23,7 @@ from meltrca.explain.context import SEVERITIES
 from meltrca.explain.knowledge_base import Evidence, KnowledgeBase, Signal
 from meltrca.explain.template import article, event_word, signal_sentence
 from meltrca.explain.text import clock, duration_phrase, expected_range, finite_or_none, fmt_num, iso, sanitize_text
+from meltrca.indicators import PATTERN_PREFIX
 
 ANOMALY_TYPES = (
     "spike", "drop", "level_shift", "unusual_frequency", "new_error_pattern", "latency_degradation",
@@ -100,7 +101,7 @@ def anomaly_sentence(r: Mapping[str, Any], lo: float | None, hi: float | None, d
                "template_text": r.get("template_text")}
         text = (f"{signal_sentence(sig)} ({details['anomaly_type']}, {details['severity']} severity, "
                 f"confidence {fmt_num(details['confidence'])}).")
-    if r.get("template_text") and not str(r.get("feature") or "").startswith("pattern:"):
+    if r.get("template_text") and not str(r.get("feature") or "").startswith(PATTERN_PREFIX):
         text += f" Log template: \"{r['template_text']}\"."
     if changes and r.get("component") != "event":
         c = changes[-1]

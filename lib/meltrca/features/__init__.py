@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from meltrca.indicators import PATTERN_PREFIX
 from meltrca.timewindow import TimeWindow
 
 FEATURE_COLUMNS = ("system", "service", "window_start", "window_end", "component", "feature", "value")
@@ -117,7 +118,7 @@ SERIES = ("system", "service", "component", "feature")
 def count_series(features: DataFrame) -> DataFrame:
     """The (system, service, component, feature) of log and trace count features in a features table."""
     is_count = (F.col("component").isin("log", "trace") & F.col("feature").endswith("_count")
-                & ~F.col("feature").startswith("pattern:"))
+                & ~F.col("feature").startswith(PATTERN_PREFIX))
     return features.where(is_count).select(*SERIES).distinct()
 
 

@@ -32,12 +32,11 @@ from pyspark.sql import functions as F
 from meltrca.features import FeatureParams, window_start_of, with_window
 from meltrca.indicators import PATTERN_PREFIX
 
-PREFIX = PATTERN_PREFIX
 REQUESTS = "requests"
 UNKNOWN_OPERATION = "unknown"
-
-
-_NAME = re.compile(r"^pattern:([^@]*)@(.*)$", re.S)
+# 'pattern:<event>@<operation>' (the event holds no '@'); one grammar for Spark and Python
+NAME = r"^pattern:([^@]*)@(.*)$"
+_NAME = re.compile(NAME, re.S)
 
 
 def describe(service: str, feature: str, share: float | None, normal: float | None, text: str | None = None) -> str | None:
@@ -60,12 +59,12 @@ def describe(service: str, feature: str, share: float | None, normal: float | No
 
 def is_pattern(feature: F.Column | str = "feature") -> F.Column:
     """Whether a feature name is a request pattern (judged by detection.pattern_anomalies only)."""
-    return (F.col(feature) if isinstance(feature, str) else feature).startswith(PREFIX)
+    return (F.col(feature) if isinstance(feature, str) else feature).startswith(PATTERN_PREFIX)
 
 
 def feature_name(event: F.Column, operation: F.Column) -> F.Column:
     """'pattern:<event>@<operation>'."""
-    return F.concat(F.lit(PREFIX), event, F.lit("@"), operation)
+    return F.concat(F.lit(PATTERN_PREFIX), event, F.lit("@"), operation)
 
 
 def with_parent_service(spans: DataFrame) -> DataFrame:
@@ -100,14 +99,18 @@ def request_events(linked: DataFrame, request_templates: DataFrame | None, *, pa
     return events.distinct()
 
 
+def with_event_and_operation(features: DataFrame) -> DataFrame:
+    """The pattern rows of a features table with their name parsed into event and operation."""
+    return (features.where((F.col("component") == "trace") & is_pattern())
+            .withColumn("event", F.regexp_extract("feature", NAME, 1))
+            .withColumn("operation", F.regexp_extract("feature", NAME, 2)))
+
+
 def known_patterns(features: DataFrame) -> DataFrame:
     """(system, service, operation, event) of the pattern shares in a features table: a windowed
     run fills zeros for the events seen before its start, as count features do."""
-    parsed = F.regexp_extract("feature", r"^pattern:([^@]*)@(.*)$", 1)
-    return features.where((F.col("component") == "trace") & F.col("feature").startswith(PREFIX)).select(
-        "system", "service", F.regexp_extract("feature", r"^pattern:[^@]*@(.*)$", 1).alias("operation"),
-        parsed.alias("event"),
-    ).where(F.col("event") != REQUESTS).distinct()
+    return (with_event_and_operation(features).where(F.col("event") != REQUESTS)
+            .select("system", "service", "operation", "event").distinct())
 
 
 def pattern_features(spans: DataFrame, request_templates: DataFrame | None, *, params: FeatureParams,
@@ -133,12 +136,9 @@ def pattern_features(spans: DataFrame, request_templates: DataFrame | None, *, p
     catalog = hits.select("system", "service", "operation", "event", "window_start")
     if known is not None:
         catalog = catalog.unionByName(known.withColumn("window_start", F.lit(None).cast("timestamp")))
-    catalog = catalog.groupBy("system", "service", "operation", "event").agg(
-        F.min("window_start").alias("first_seen"), F.count(F.lit(1)).alias("_n"),
-        F.count("window_start").alias("_dated"))
     # known before the run: zeros from its start (first_seen null)
-    catalog = catalog.select("system", "service", "operation", "event",
-                             F.when(F.col("_dated") < F.col("_n"), F.lit(None)).otherwise(F.col("first_seen")).alias("first_seen"))
+    catalog = catalog.groupBy("system", "service", "operation", "event").agg(
+        F.when(F.bool_or(F.col("window_start").isNull()), F.lit(None)).otherwise(F.min("window_start")).alias("first_seen"))
     shares = (
         requests.join(catalog, ["system", "service", "operation"])
         .where(F.col("first_seen").isNull() | (F.col("window_start") >= F.col("first_seen")))

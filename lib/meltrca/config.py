@@ -125,6 +125,18 @@ def _duration(v: Any) -> str | None:
     return "must look like '1 minute', '30 seconds', '5 minutes' or '1 hour'"
 
 
+def _baseline_ranges(v: Any) -> str | None:
+    from meltrca.reference import parse_ranges
+
+    if not isinstance(v, list | tuple):
+        return "must be a list of START/END ranges"
+    try:
+        parse_ranges([str(x) for x in v], flag="range")
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 def _positive_ints(v: Any) -> str | None:
     ok = isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
     return None if ok else "must be a list of integers >= 1"
@@ -186,6 +198,7 @@ CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "detection.threshold": _between(0, 1, lo_open=True),
     "detection.enabled": _subset_of(*DETECTORS),
     "detection.baseline_fraction": _between(0, 1, lo_open=True),
+    "detection.baseline": _baseline_ranges,
     "detection.min_history": _at_least(2),
     "detection.models.zscore.threshold": _between(0, 1000, lo_open=True),
     "detection.models.zscore.rolling_window": _at_least(3),

@@ -42,6 +42,7 @@ from meltrca.detectors.store import FORMATS, dump_detector, load_detector
 from meltrca.features.patterns import REQUESTS, is_pattern, with_event_and_operation
 from meltrca.io import list_artifacts, read_artifact, write_artifact
 from meltrca.logs import get_logger
+from meltrca.reference import Range, ranges_for, reference_mask
 from meltrca.schemas import MODELS
 
 log = get_logger("detection")
@@ -119,11 +120,27 @@ def by_service(rows: DataFrame) -> DataFrame:
 # ---- fit ----------------------------------------------------------------------------------------
 
 
+def fit_mask(index: pd.DatetimeIndex, *, fraction: float | None, ranges: Sequence[Range] | None,
+             min_history: int, window_seconds: int) -> np.ndarray | None:
+    """The windows a series is fitted on: its windows in the reference ranges when it has at least
+    min_history of them (meltrca.reference), else its first `fraction` (None: all of it)."""
+    if ranges:
+        inside = reference_mask(index, ranges, window_seconds)
+        if int(inside.sum()) >= int(min_history):
+            return inside
+        log.warning("fewer than min_history (%d) windows in the reference baseline (%d): fitted on %s", min_history,
+                    int(inside.sum()), "the first baseline_fraction" if fraction is not None else "the whole window")
+    return baseline_mask(index, fraction) if fraction is not None else None
+
+
 def _fit_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], store_root: str, version: str,
-               fitted_at: datetime, fraction: float | None) -> pd.DataFrame:
+               fitted_at: datetime, fraction: float | None,
+               references: Mapping[str, Sequence[Range]]) -> pd.DataFrame:
     system, service = str(pdf["system"].iloc[0]), str(pdf["service"].iloc[0])
     X = to_matrix(pdf, int(plan["window_seconds"]))
-    mask = baseline_mask(X.index, fraction) if fraction is not None else None
+    ranges = ranges_for(references, system)
+    mask = fit_mask(X.index, fraction=fraction, ranges=ranges, min_history=int(plan["min_history"]),
+                    window_seconds=int(plan["window_seconds"]))
     fitted: FittedService = fit_baseline_series(pdf, X, plan, series_seed(system, service), mask)
     if fitted.note:  # executor log; the models row says cold_start / baseline_windows (see fit_notes)
         log.warning("%s/%s: %s", system, service, fitted.note)
@@ -142,11 +159,14 @@ def _fit_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], store_root: str, v
 
 
 def fit_models(features: DataFrame, *, plan: Mapping[str, Any], store_root: str, version: str,
-               fitted_at: datetime, fraction: float | None) -> DataFrame:
-    """Fit every service's detectors (baseline = first `fraction` of its history, or all of it) and
-    save them; one MODELS row per (system, service, detector)."""
+               fitted_at: datetime, fraction: float | None,
+               references: Mapping[str, Sequence[Range]] | None = None) -> DataFrame:
+    """Fit every service's detectors (baseline = its windows inside its system's reference ranges,
+    else the first `fraction` of its history, or all of it) and save them; one MODELS row per
+    (system, service, detector)."""
     fn = functools.partial(
-        _fit_group, plan=dict(plan), store_root=store_root, version=version, fitted_at=fitted_at, fraction=fraction
+        _fit_group, plan=dict(plan), store_root=store_root, version=version, fitted_at=fitted_at, fraction=fraction,
+        references={k: [tuple(r) for r in v] for k, v in (references or {}).items()},
     )
     return by_service(signal_rows(features)).groupBy("system", "service").applyInPandas(fn, schema=MODELS)
 
@@ -259,7 +279,22 @@ PEER_MIN_WINDOWS = 5
 MAD_TO_SIGMA = 1.4826
 
 
-def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None = None) -> DataFrame:
+def peer_windows(rows: DataFrame, keys: Sequence[str], *, judged: Column | None,
+                 reference: Column | None) -> DataFrame:
+    """The rows a series' windows are judged against: its windows not `judged`, and of those only
+    the ones inside the reference baseline when the series has PEER_MIN_WINDOWS of them there."""
+    peers = rows if judged is None else rows.where(~judged)
+    if reference is None:
+        return peers
+    inside = reference.cast("int")
+    return (peers.withColumn("_in_ref", inside)
+            .withColumn("_n_ref", F.sum("_in_ref").over(Window.partitionBy(*keys)))
+            .where((F.col("_in_ref") == 1) | (F.col("_n_ref") < PEER_MIN_WINDOWS))
+            .drop("_in_ref", "_n_ref"))
+
+
+def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None = None,
+                    reference: Column | None = None) -> DataFrame:
     """Log/trace feature rows at least min_z robust sigmas above the peer windows of their series.
 
     Peers are the series' windows not `judged` (with judged=None every window is judged against
@@ -283,7 +318,7 @@ def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None 
         .where(F.col("value").isNotNull())
         .withColumn("judged", F.lit(True) if judged is None else judged)
     )
-    peers = f if judged is None else f.where(~F.col("judged"))
+    peers = peer_windows(f, keys, judged=None if judged is None else F.col("judged"), reference=reference)
     centre = peers.groupBy(*keys).agg(F.percentile_approx("value", 0.5, 10000).alias("median"),
                                       F.percentile_approx("lines", 0.5, 10000).alias("median_lines"),
                                       F.count(F.lit(1)).alias("peers"))
@@ -309,7 +344,7 @@ def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None 
 SPARSE_SHARE = 0.5  # a service's log/trace data present in fewer than this share of its windows is sparse
 
 
-def sparse_peer_anomalies(features: DataFrame, scored: DataFrame, *, min_z: float,
+def sparse_peer_anomalies(features: DataFrame, scored: DataFrame, *, min_z: float, reference: Column | None = None,
                           emit_from: datetime | None = None, emit_to: datetime | None = None) -> DataFrame:
     """Anomaly rows (the columns of change_events) of *sparse* signals: a service whose logs (or
     traces) exist in fewer than SPARSE_SHARE of its windows — exported only around incidents — has
@@ -325,7 +360,8 @@ def sparse_peer_anomalies(features: DataFrame, scored: DataFrame, *, min_z: floa
         .where(F.col("windows") < F.col("service_windows") * SPARSE_SHARE)
         .select("system", "service", "component")
     )
-    rows = peer_deviations(features.join(sparse, ["system", "service", "component"], "left_semi"), min_z=min_z).join(
+    rows = peer_deviations(features.join(sparse, ["system", "service", "component"], "left_semi"), min_z=min_z,
+                           reference=reference).join(
         scored.select(*keys, "window_start"), [*keys, "window_start"], "left_anti")
     if emit_from is not None:
         rows = rows.where(F.col("window_start") >= F.lit(emit_from))
@@ -349,8 +385,8 @@ def binomial_tail(k: np.ndarray, n: np.ndarray, p: np.ndarray, lower: np.ndarray
 
 
 def pattern_anomalies(features: DataFrame, *, min_shift: float, min_requests: int, max_p: float,
-                      judged: Column | None = None, emit_from: datetime | None = None,
-                      emit_to: datetime | None = None) -> DataFrame:
+                      judged: Column | None = None, reference: Column | None = None,
+                      emit_from: datetime | None = None, emit_to: datetime | None = None) -> DataFrame:
     """Anomaly rows (the columns of change_events) of request patterns (meltrca.features.patterns).
 
     Each share (requests of a service's operation in a window that wrote a log template, called a
@@ -380,7 +416,7 @@ def pattern_anomalies(features: DataFrame, *, min_shift: float, min_requests: in
         .withColumn("value", F.coalesce(F.col("value"), F.lit(0.0)))
         .withColumn("judged", F.lit(True) if judged is None else judged)
     )
-    peers = shares if judged is None else shares.where(~F.col("judged"))
+    peers = peer_windows(shares, keys, judged=None if judged is None else F.col("judged"), reference=reference)
     centre = peers.groupBy(*keys).agg(
         F.percentile_approx("value", 0.5, 10000).alias("median"), F.count(F.lit(1)).alias("peers"),
         ((F.sum(F.col("value") * F.col("requests")) + 0.5) / (F.sum("requests") + 1.0)).alias("rate"),

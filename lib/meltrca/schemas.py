@@ -150,6 +150,11 @@ MODELS = StructType([
     _f("baseline_windows", LONG), _f("cold_start", BooleanType()),
 ])
 
+# reference baselines recorded at ingest from a source mapping's `reference:` (meltrca.reference)
+BASELINES = StructType([
+    _f("system", STR, False), _f("start", TS, False), _f("end", TS, False), _f("origin", STR, False),
+    _f("run_id", STR),
+])
 
 # explain: LLM explanations cached by incident signature (prompt version, model, knowledge base, facts)
 EXPLAIN_CACHE = StructType([
@@ -188,6 +193,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("runs", RUNS, None, (), ("run_id",)),
         TableSpec("models", MODELS, None, (), ("system", "service", "detector", "version")),
         TableSpec("explain_cache", EXPLAIN_CACHE, None, (), ("signature",)),
+        TableSpec("baselines", BASELINES, None, (), ("system", "start", "end")),
     ]
 }
 

@@ -20,6 +20,9 @@ values:                                   # metrics only: one metric per column 
   split: {separator: "_", at: first}      # wide_csv: service and metric from the column name
 validate: {trace_id_pattern: "...", span_id_pattern: "..."}
 ```
+``reference`` marks fault-free data (meltrca.reference): ``files`` (globs under the root, e.g. a
+fault-free folder: the span of their accepted rows) and/or ``ranges`` (START/END, ISO-8601 UTC);
+ingest records it per system in the lake table ``baselines``.
 Everything dataset-specific lives in the file; nothing here knows any dataset.
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ import yaml
 from meltrca.config import resolve_conf_path
 from meltrca.errors import ConfigError
 from meltrca.ingest.fields import TIME_FORMATS, FieldSpec
+from meltrca.reference import parse_ranges
 from meltrca.schemas import EVENTS, LOGS, METRICS, SPANS
 
 SIGNAL_ALIASES = {"metrics": "metrics", "logs": "logs", "spans": "spans", "traces": "spans", "events": "events"}
@@ -44,7 +49,8 @@ FORMATS = ("bronze", "csv", "jsonl", "wide_csv", "otlp_json")
 MAP_FIELDS = frozenset({"labels", "attributes"})
 TIME_FIELDS = frozenset({"ts", "start_ts", "end_ts"})
 NUMBER_FIELDS = frozenset({"value", "duration_ms"})
-TOP_KEYS = frozenset({"system", "root", "description", "labels", *SIGNAL_ALIASES})
+TOP_KEYS = frozenset({"system", "root", "description", "labels", "reference", *SIGNAL_ALIASES})
+REFERENCE_KEYS = frozenset({"files", "ranges"})
 INPUT_KEYS = frozenset({"name", "files", "format", "csv", "fields", "values", "validate"})
 CSV_KEYS = frozenset({"delimiter", "quote", "escape", "header", "columns"})
 VALUES_KEYS = frozenset({"columns", "others", "exclude", "split"})
@@ -182,12 +188,36 @@ class LabelsSpec:
 
 
 @dataclass(frozen=True)
+class ReferenceSpec:
+    """Fault-free reference of a mapping (meltrca.reference): files whose rows span it (a folder
+    such as a fault-free export) and/or explicit START/END ranges; ingest records it per system."""
+
+    files: tuple[str, ...] = ()
+    ranges: tuple[tuple[datetime, datetime], ...] = ()
+
+
+def _parse_reference(raw: Any) -> ReferenceSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("source mapping reference must be a mapping with files and/or ranges")
+    _check_keys(raw, REFERENCE_KEYS, "reference")
+    files = tuple(str(f) for f in _as_list(raw["files"], "reference.files")) if "files" in raw else ()
+    ranges = tuple(parse_ranges([str(r) for r in _as_list(raw["ranges"], "reference.ranges")],
+                                flag="reference.ranges")) if "ranges" in raw else ()
+    if not files and not ranges:
+        raise ConfigError("source mapping reference needs files or ranges")
+    return ReferenceSpec(files=files, ranges=ranges)
+
+
+@dataclass(frozen=True)
 class SourceMapping:
     path: Path
     system: str | None
     root: Path | None
     inputs: tuple[InputSpec, ...]
     labels: LabelsSpec | None
+    reference: ReferenceSpec | None = None
 
     def signals(self) -> list[str]:
         return sorted({i.signal for i in self.inputs})
@@ -401,6 +431,7 @@ def load_mapping(path: str | Path) -> SourceMapping:
                 for i, item in enumerate(_as_list(raw[section], section)):
                     inputs.append(_parse_input(signal, item, i, section))
         labels = _parse_labels(raw.get("labels"))
+        reference = _parse_reference(raw.get("reference"))
     except ConfigError as exc:
         raise ConfigError(f"{exc} ({p})") from None
     if not inputs:
@@ -412,6 +443,7 @@ def load_mapping(path: str | Path) -> SourceMapping:
         root=None if root is None else (p.parent / str(root)).resolve(),
         inputs=tuple(inputs),
         labels=labels,
+        reference=reference,
     )
 
 

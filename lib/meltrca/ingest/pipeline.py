@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -31,7 +31,8 @@ from meltrca.ingest.records import bronze_records, map_records
 from meltrca.ingest.validation import ValidationParams, with_reason
 from meltrca.io import read_table_dir, sql_str, window_predicate
 from meltrca.logs import get_logger
-from meltrca.schemas import TABLES
+from meltrca.reference import MAPPING, format_range
+from meltrca.schemas import BASELINES, TABLES
 from meltrca.timewindow import TimeWindow, to_iso, utcnow
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class SignalCounts:
     deduplicated: int = 0
     outside_window: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    # system -> (first, last) time of the accepted rows read from the mapping's reference files
+    reference_spans: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -209,6 +212,7 @@ def ingest_signal(
     *,
     source_system: str | None,
     ingested_at: datetime,
+    reference_sources: Sequence[str] = (),
 ) -> SignalCounts:
     """Write one signal's accepted rows and its quarantine; return the reconciliation."""
     lake = ctx.lake
@@ -236,12 +240,15 @@ def ingest_signal(
             F.count_if(good).alias("valid"),
             F.min(F.when(good, time_col)).alias("t0"),
             F.max(F.when(good, time_col)).alias("t1"),
+            *_reference_span(good & (F.col("_source").isin(list(reference_sources)) if reference_sources
+                                     else F.lit(False)), time_col),
         ).collect()
         counts = SignalCounts(
             signal,
             rows_in=sum(r["rows_in"] for r in per_system),
             quarantined=sum(r["quarantined"] for r in per_system),
             outside_window=sum(r["outside"] for r in per_system),
+            reference_spans={r["system"]: (r["ref0"], r["ref1"]) for r in per_system if r["ref0"] is not None},
         )
         log.debug("%s: read and checked %s rows in %.1fs", signal, counts.rows_in, time.perf_counter() - t0)
         # Each system's rows replace that system's rows in the run window (or in their own extent).
@@ -279,6 +286,33 @@ def ingest_signal(
     return counts
 
 
+def _reference_span(inside: Column, time_col: Column) -> list[Column]:
+    return [F.min(F.when(inside, time_col)).alias("ref0"), F.max(F.when(inside, time_col)).alias("ref1")]
+
+
+def record_reference(ctx: JobContext, mapping: SourceMapping, signals: Mapping[str, SignalCounts]) -> None:
+    """Write the mapping's reference (meltrca.reference) per ingested system to `baselines`: the span
+    of the reference files' accepted rows (all signals together) and the explicit ranges; a rerun
+    replaces what the mapping recorded before for those systems."""
+    if mapping.reference is None or not ctx.systems:
+        return
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for counts in signals.values():
+        for system, (t0, t1) in counts.reference_spans.items():
+            a, b = spans.get(system, (t0, t1))
+            spans[system] = (min(a, t0), max(b, t1))
+    rows = [(system, t0, t1 + timedelta(microseconds=1)) for system, (t0, t1) in spans.items()]
+    rows += [(system, a, b) for system in ctx.systems for a, b in mapping.reference.ranges]
+    if mapping.reference.files and not spans:
+        ctx.note(f"reference: no accepted row in {', '.join(mapping.reference.files)}: no reference recorded from files")
+    df = ctx.spark.createDataFrame(
+        [(system, a, b, MAPPING, ctx.run_id) for system, a, b in sorted(set(rows))], BASELINES)
+    names = ", ".join(sql_str(s) for s in ctx.systems)
+    ctx.lake.replace_where("baselines", df, f"system IN ({names}) AND origin = {sql_str(MAPPING)}")
+    for system, a, b in sorted(set(rows)):
+        log.info("reference baseline of %s: %s", system, format_range((a, b)))
+
+
 def quarantine_predicate(sources: list[str], system: str | None) -> str:
     """The quarantine rows a rerun of these sources replaces."""
     pred = f"source IN ({', '.join(sql_str(s) for s in sorted(set(sources)))})"
@@ -296,6 +330,8 @@ def run_ingest(ctx: JobContext, mapping: SourceMapping, *, root: str | None = No
     name = system or mapping.system or (None if is_bronze else ctx.settings.system)
     ingested_at = utcnow()
     signals: dict[str, SignalCounts] = {}
+    reference_files = set(resolve_inputs(spark, base, mapping.reference.files, "reference", must_match=False)
+                          if mapping.reference and mapping.reference.files else [])
     for signal in mapping.signals():
         parts = []
         for spec in mapping.inputs_for(signal):
@@ -311,7 +347,8 @@ def run_ingest(ctx: JobContext, mapping: SourceMapping, *, root: str | None = No
         sources = [s for _, srcs in parts for s in srcs]
         with ctx.stage(f"ingest {signal}") as info:
             counts = ingest_signal(
-                ctx, signal, checked, sources, source_system=None if is_bronze else name, ingested_at=ingested_at
+                ctx, signal, checked, sources, source_system=None if is_bronze else name, ingested_at=ingested_at,
+                reference_sources=[f"{signal}:{f}" for f in sorted(reference_files)],
             )
             info["rows"] = counts.accepted
             info["extra"] = (
@@ -324,6 +361,7 @@ def run_ingest(ctx: JobContext, mapping: SourceMapping, *, root: str | None = No
         signals[signal] = counts
     if not signals:
         raise InputError(f"no input file found for source mapping {mapping.path} under {base}")
+    record_reference(ctx, mapping, signals)
     report = IngestReport(sorted(ctx.systems), signals)
     print(report.table(), file=sys.stdout, flush=True)
     bad = [c.signal for c in signals.values() if not c.reconciles]

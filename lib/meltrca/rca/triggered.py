@@ -23,13 +23,13 @@ The result is one incident document (SPEC §5 shape) per system with trouble in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from meltrca.detection import anomaly_id, peer_deviations
@@ -37,14 +37,17 @@ from meltrca.io import Lake
 from meltrca.rca.incidents import RANK_COLUMNS, system_reachability
 from meltrca.rca.ranking import IncidentRanker, RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
+from meltrca.reference import Range, reference_column
 from meltrca.timewindow import TimeWindow
 
 
-def peer_rows(features: DataFrame, span: TimeWindow, *, min_z: float) -> pd.DataFrame:
+def peer_rows(features: DataFrame, span: TimeWindow, *, min_z: float, reference: Column | None = None) -> pd.DataFrame:
     """Log/trace rows in `span` at least min_z robust sigmas above the other windows of their series
-    (columns: RANK_COLUMNS but incident_key); only the few deviating rows reach the driver."""
+    (inside the reference baseline where it holds enough of them: meltrca.reference; columns:
+    RANK_COLUMNS but incident_key); only the few deviating rows reach the driver."""
     in_span = (F.col("window_end") > F.lit(span.start)) & (F.col("window_start") <= F.lit(span.end))
-    rows = peer_deviations(features, min_z=min_z, judged=in_span).withColumn("anomaly_id", anomaly_id())
+    rows = peer_deviations(features, min_z=min_z, judged=in_span, reference=reference).withColumn(
+        "anomaly_id", anomaly_id())
     return rows.select(*[c for c in RANK_COLUMNS if c != "incident_key"]).toPandas()
 
 
@@ -94,17 +97,20 @@ def reach_pairs(lake: Lake, systems: Sequence[str], *, engine: str, run_id: str,
 
 def alert_incidents(lake: Lake, params: RankingParams, run_id: str, *, alert: Alert, systems: Sequence[str] | None,
                     engine: str, min_z: float, scratch_dir: str | None = None,
-                    pairs: dict[str, set[tuple[str, str]]] | None = None) -> list[dict[str, Any]]:
+                    pairs: dict[str, set[tuple[str, str]]] | None = None,
+                    references: Mapping[str, Sequence[Range]] | None = None) -> list[dict[str, Any]]:
     """Triggered RCA over a lake: one incident document per system with trouble around the alert.
 
     min_z: least peer deviation (robust sigmas) of a sparse series' row to count as trouble.
-    pairs: reach_pairs of those systems when the caller ranks many alerts on one lake."""
+    pairs: reach_pairs of those systems when the caller ranks many alerts on one lake.
+    references: each system's reference baseline (meltrca.reference.system_references)."""
     span = alert.span
     look = TimeWindow(span.start - timedelta(seconds=params.change_lookback_s), span.end)
     rows = lake.read("anomalies", systems=systems or None, window=look).select(
         *[c for c in RANK_COLUMNS if c != "incident_key"]
     ).toPandas()
-    peer = peer_rows(lake.read("features", systems=systems or None), span, min_z=min_z)
+    peer = peer_rows(lake.read("features", systems=systems or None), span, min_z=min_z,
+                     reference=reference_column(references or {}))
     peer = peer[~peer["anomaly_id"].isin(set(rows["anomaly_id"]))]
     rows = pd.concat([rows, peer], ignore_index=True) if not peer.empty else rows
     found = sorted(rows.loc[rows["component"] != "event", "system"].unique()) if not rows.empty else []

@@ -44,6 +44,11 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
         help="detectors: comma list of isolation,zscore,lstm or 'all' (default: detection.enabled)",
     )
     parser.add_argument("--threshold", type=float, metavar="Q", help="ensemble threshold in (0,1] (default 0.95)")
+    parser.add_argument(
+        "--baseline", action="append", metavar="START/END",
+        help="a fault-free reference range (ISO-8601 UTC, repeatable): fit on it and judge sparse series "
+             "against it (default: detection.baseline, else the mapping's recorded reference)",
+    )
 
 
 def parse_models(text: str | None) -> list[str] | None:
@@ -65,7 +70,8 @@ def parse_models(text: str | None) -> list[str] | None:
 
 
 def detection_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {"detection.enabled": parse_models(args.models), "detection.threshold": args.threshold}
+    return {"detection.enabled": parse_models(args.models), "detection.threshold": args.threshold,
+            "detection.baseline": getattr(args, "baseline", None)}
 
 
 

@@ -37,6 +37,7 @@ from meltrca.features.patterns import is_pattern
 from meltrca.incremental import context_windows
 from meltrca.jobrunner import JobContext
 from meltrca.logs import get_logger
+from meltrca.reference import ALL, format_range, reference_column, system_references
 from meltrca.schemas import MODELS
 from meltrca.stages.common import (
     INCREMENTAL_HELP,
@@ -100,13 +101,19 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
     ctx.systems = systems
     plan = detection_plan(settings, window_seconds=window_seconds)
     store_root = store_root_of(lake.root)
+    references = system_references(lake, systems, settings)
+    reference = reference_column(references)
     log.info("detect %s over %s for %s with %s", mode, ctx.window, ", ".join(systems), ", ".join(plan["enabled"]))
+    for system in sorted(references):
+        ctx.note(f"reference baseline{'' if system == ALL else ' of ' + system}: "
+                 + ", ".join(format_range(r) for r in references[system]))
 
     if mode in ("fit_score", "fit"):
         with ctx.stage("fit") as info:
             fraction = plan["baseline_fraction"] if mode == "fit_score" else None
             fitted = fit_models(
-                features, plan=plan, store_root=store_root, version=ctx.run_id, fitted_at=utcnow(), fraction=fraction
+                features, plan=plan, store_root=store_root, version=ctx.run_id, fitted_at=utcnow(), fraction=fraction,
+                references=references,
             ).collect()  # one small row per (service, detector); fitting runs exactly once
             models = ctx.spark.createDataFrame(fitted, MODELS)
             lake.merge("models", models)
@@ -135,14 +142,14 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
         ).persist()
         try:
             n_signals = scored.count()
-            peers = sparse_peer_anomalies(score_input, scored, min_z=plan["zscore"]["threshold"],
+            peers = sparse_peer_anomalies(score_input, scored, min_z=plan["zscore"]["threshold"], reference=reference,
                                           emit_from=emit_from, emit_to=ctx.window.end).localCheckpoint()
             n_peers = peers.count()
             # request patterns are judged against every earlier window of their series, not only the
             # scoring context: a later increment sees the peers one run over the union sees
             pattern_input = score_input if mode == "fit_score" else lake.read(
                 "features", systems=systems, window=TimeWindow(None, ctx.window.end)).where(is_pattern())
-            patterns = pattern_anomalies(pattern_input, **plan["patterns"], emit_from=emit_from,
+            patterns = pattern_anomalies(pattern_input, **plan["patterns"], reference=reference, emit_from=emit_from,
                                          emit_to=ctx.window.end).localCheckpoint()
             n_patterns = patterns.count()
             rows = anomaly_rows(scored, change_events(features).unionByName(peers).unionByName(patterns),

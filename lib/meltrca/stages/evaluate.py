@@ -114,6 +114,7 @@ def score_triggered(ctx: JobContext, faults: list[evaluation.Fault], window: str
     from meltrca.graph import choose_engine
     from meltrca.rca.ranking import RankingParams
     from meltrca.rca.triggered import alert_incidents, reach_pairs
+    from meltrca.reference import system_references
     from meltrca.stages.rca import alert_of
 
     s, lake = ctx.settings, ctx.lake
@@ -121,10 +122,12 @@ def score_triggered(ctx: JobContext, faults: list[evaluation.Fault], window: str
     engine = choose_engine(ctx.spark, s.spark.graph_engine)
     systems = sorted({f.system for f in faults})
     pairs = reach_pairs(lake, systems, engine=engine, run_id=ctx.run_id, scratch_dir=lake.path("_scratch"))
+    references = system_references(lake, systems, s)
     per_fault = []
     for f in sorted(faults, key=lambda f: (f.start, f.fault_id)):
         docs = alert_incidents(lake, params, ctx.run_id, alert=alert_of(f.start, window, s), systems=[f.system],
-                               engine=engine, min_z=float(s.detection.models.zscore.threshold), pairs=pairs)
+                               engine=engine, min_z=float(s.detection.models.zscore.threshold), pairs=pairs,
+                               references=references)
         parsed = evaluation.parse_incidents(docs)
         rank = evaluation.rank_of(f, parsed[0] if parsed else None)
         per_fault.append({"fault_id": f.fault_id, "service": f.root_cause_service, "fault_type": f.fault_type,

@@ -16,6 +16,7 @@ from meltrca.rca.incidents import group_incidents, rank_incidents, system_reacha
 from meltrca.rca.ranking import RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
 from meltrca.rca.triggered import Alert, alert_incidents
+from meltrca.reference import system_references
 from meltrca.stages.common import INCREMENTAL_HELP, add_lake_argument, require_tables, widest_window_seconds
 from meltrca.timewindow import parse_duration, parse_utc, to_iso
 
@@ -58,7 +59,7 @@ def process_alert(ctx: JobContext, alert: Alert) -> list[dict[str, Any]]:
     with ctx.stage("rca --at") as info:
         docs = alert_incidents(lake, RankingParams.from_settings(s.rca.to_dict()), ctx.run_id, alert=alert,
                                systems=systems, engine=engine, min_z=float(s.detection.models.zscore.threshold),
-                               scratch_dir=lake.path("_scratch"))
+                               scratch_dir=lake.path("_scratch"), references=system_references(lake, systems, s))
         info["rows"] = len(docs)
         info["extra"] = f"{len(docs)} system(s) with trouble in {alert.span}, graph engine {engine}"
     if not docs:

@@ -262,3 +262,34 @@ def test_a_changed_code_path_outranks_a_louder_service(settings):
     pdf = pd.DataFrame(rows).assign(incident_key="k1")
     (inc,) = rank_system_incidents(pdf, reach_pdf(), without, "run-1").to_dict("records")
     assert inc["root_causes"][0]["service"] == "api"
+
+
+def test_callers_waiting_on_a_slow_network_name_it(settings):
+    """A delay on cache's network never shows in cache's own spans; api's calls to it wait 2 s
+    longer than cache works (edge network gap). db, which api also calls, shows louder own latency
+    and a small gap: without the waited_on term db wins on its own rows; with it, cache."""
+    def gap(callee, minute, value):
+        return anomaly("api", f"edge:{callee}:network_gap_p50_ms", minute, 0.999, component="trace", value=value)
+
+    rows = [
+        *[anomaly("db", "latency_p95_ms", m, 0.999, component="trace", value=40.0) for m in (0, 1, 2)],
+        gap("db", 1, 22.0),
+        *[gap("cache", m, 2002.0) for m in (0, 1, 2)],
+        *[anomaly("api", "latency_p95_ms", m, 0.999, component="trace", value=2100.0) for m in (0, 1, 2)],
+        *[anomaly("front", "latency_p95_ms", m, 0.999, component="trace", value=2200.0) for m in (0, 1, 2)],
+    ]
+    (inc,) = rank(rows, settings).to_dict("records")
+    assert [c["service"] for c in inc["root_causes"]][:2] == ["cache", "db"]
+    # One slow request moves the p99, not what a typical call saw: a p99-only wait does not count.
+    tail = [{**r, "feature": r["feature"].replace("_p50_", "_p99_")} if "cache" in r["feature"] else r for r in rows]
+    assert rank(tail, settings).iloc[0]["root_causes"][0]["service"] == "db"
+    assert inc["root_causes"][0]["evidence"] == (
+        "api edge:cache:network_gap_p50_ms = 2e+03 vs normal 1–2 at 10:00; first anomalous service; "
+        "2 of 3 other anomalous services call it; none of its callees is anomalous; "
+        "its callers' network_gap_p50_ms up to 2e+03 above normal (api at 10:00); "
+        "seen only through its callers' calls to it")
+    rca = settings.rca.to_dict()
+    without = RankingParams.from_settings({**rca, "weights": {**rca["weights"], "waited_on": 0.0}})
+    pdf = pd.DataFrame(rows).assign(incident_key="k1")
+    (inc,) = rank_system_incidents(pdf, reach_pdf(), without, "run-1").to_dict("records")
+    assert inc["root_causes"][0]["service"] == "db"

@@ -65,3 +65,9 @@ class IndicatorKinds:
         if parse_edge_feature(feature):
             return False  # an edge stat describes the callee as seen by this caller
         return self.kind(component, feature) in self.intrinsic
+
+    def is_intrinsic_edge(self, feature: str) -> bool:
+        """Whether a caller's edge stat describes the callee's own trouble (a network gap: the
+        caller waited longer than the callee worked), not a symptom it may inherit (latency)."""
+        edge = parse_edge_feature(feature)
+        return edge is not None and self._match(edge[1]) in self.intrinsic

@@ -1,7 +1,7 @@
 """Root-cause ranking of one system's incidents (pure pandas; Spark calls it per system).
 
 Each candidate service of an incident (a service with anomalies, or a callee whose callers'
-edge stats are anomalous) gets seven evidence terms in [0, 1], combined with ``rca.weights``:
+edge stats are anomalous) gets eight evidence terms in [0, 1], combined with ``rca.weights``:
 
 - explains:   share of the incident's other anomalous services that call it, directly or
               transitively (a callee's failure explains its callers' symptoms, not the reverse);
@@ -24,6 +24,13 @@ edge stats are anomalous) gets seven evidence terms in [0, 1], combined with ``r
               relative to the incident's strongest; 0 without one. A code fault changes what
               the faulty service's requests do; its callers see errors or slowness, and hubs
               that many anomalous services call collect "explains" from the noise.
+- waited_on:  how much longer its callers waited on it than it worked: the largest excess over the
+              expected high among its callers' edge stats about it of an intrinsic kind
+              (``edge:<it>:network_gap_p50_ms`` is kind network; of percentiles the median and
+              below: what a typical call saw), relative to the incident's largest; 0 without. A delay on a service's network (or a proxy, a connection queue in
+              front of it) never shows in its own spans, and every anomaly score saturates near 1:
+              callers waiting 2 s longer on it and 20 ms longer on a busy hub score alike, while the
+              excess tells them apart.
 
 Score = weighted mean of the terms. Ties break on onset, then name.
 
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,8 +60,9 @@ from meltrca.indicators import PATTERN_PREFIX, IndicatorKinds, parse_edge_featur
 
 SEVERITIES = ("low", "medium", "high", "critical")
 STRONG_CHANGES = ("deploy", "config_change")
-TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength", "code_path")
+TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength", "code_path", "waited_on")
 ERROR_KINDS = ("errors", "log_errors", "log_pattern")
+PERCENTILE = re.compile(r"_p(\d+)(?:_|$)")  # latency_p95_ms -> 95
 
 
 def _above(row: Mapping[str, Any]) -> bool:
@@ -196,11 +205,28 @@ class IncidentRanker:
                   and r["ensemble_score"] is not None and math.isfinite(r["ensemble_score"])]
         return max((-math.log10(max(1.0 - x, 1e-12)) for x in scores), default=0.0)
 
+    def wait_excess(self, c: Candidate) -> tuple[float, Mapping[str, Any] | None]:
+        """Largest excess over the expected high among callers' intrinsic-kind edge stats about it
+        (how much longer they waited on it than it worked), with its row; (0, None) without. Of
+        percentile stats only the median and below count: what a typical call saw (one slow request
+        moves a p99, and a busy service's queue a p95, but not every call)."""
+        best: tuple[float, Mapping[str, Any] | None] = (0.0, None)
+        for r in c.seen_by_callers:
+            v, hi = r.get("value"), r.get("expected_high")
+            pct = PERCENTILE.search(r["feature"])
+            if (self.kinds.is_intrinsic_edge(r["feature"]) and (pct is None or int(pct.group(1)) <= 50)
+                    and v is not None and hi is not None
+                    and math.isfinite(v) and math.isfinite(hi) and v - hi > best[0]):
+                best = (v - hi, r)
+        return best
+
     def score(self, cands: list[Candidate], start: datetime, n_windows: int) -> None:
         w = self.p.weights
         anomalous = {c.service: c for c in cands if c.own}
         surprise = {c.service: self.code_path_surprise(c) for c in cands}
         top_surprise = max(surprise.values(), default=0.0)
+        waits = {c.service: self.wait_excess(c)[0] for c in cands}
+        top_wait = max(waits.values(), default=0.0)
         for c in cands:
             others = [s for s in anomalous if s != c.service]
             callers = [s for s in others if (s, c.service) in self.reach]
@@ -226,6 +252,7 @@ class IncidentRanker:
                 "change": change,
                 "strength": (sum(scores[:3]) / min(3, len(scores)) if scores else 0.0) * math.sqrt(coverage),
                 "code_path": surprise[c.service] / top_surprise if top_surprise > 0 else 0.0,
+                "waited_on": waits[c.service] / top_wait if top_wait > 0 else 0.0,
             }
             total_w = sum(w.get(t, 0.0) for t in TERMS) or 1.0
             c.score = sum(w.get(t, 0.0) * c.terms[t] for t in TERMS) / total_w
@@ -252,6 +279,11 @@ class IncidentRanker:
             parts.append(f"{round(c.terms['explains'] * others)} of {others} other anomalous services call it")
         if c.terms["deepest"] >= 1.0:
             parts.append("none of its callees is anomalous")
+        excess, wait = self.wait_excess(c)
+        if wait is not None and c.terms.get("waited_on", 0.0) > 0:
+            stat = parse_edge_feature(wait["feature"])[1]  # type: ignore[index]
+            parts.append(f"its callers' {stat} up to {_fmt(excess)} above normal ({wait['service']} at "
+                         f"{wait['window_start']:%H:%M})")
         if not c.own:
             parts.append("seen only through its callers' calls to it")
         for ch in sorted(c.changes, key=lambda x: x["window_start"])[:2]:

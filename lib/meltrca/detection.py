@@ -161,7 +161,7 @@ def _fit_group(pdf: pd.DataFrame, *, plan: Mapping[str, Any], store_root: str, v
 def fit_models(features: DataFrame, *, plan: Mapping[str, Any], store_root: str, version: str,
                fitted_at: datetime, fraction: float | None,
                references: Mapping[str, Sequence[Range]] | None = None) -> DataFrame:
-    """Fit every service's detectors (baseline = its windows inside its system's reference ranges,
+    """Fit every service's detectors (baseline = its windows overlapping its system's reference ranges,
     else the first `fraction` of its history, or all of it) and save them; one MODELS row per
     (system, service, detector)."""
     fn = functools.partial(

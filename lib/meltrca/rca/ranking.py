@@ -26,11 +26,12 @@ edge stats are anomalous) gets eight evidence terms in [0, 1], combined with ``r
               that many anomalous services call collect "explains" from the noise.
 - waited_on:  how much longer its callers waited on it than it worked: the largest excess over the
               expected high among its callers' edge stats about it of an intrinsic kind
-              (``edge:<it>:network_gap_p50_ms`` is kind network; of percentiles the median and
-              below: what a typical call saw), relative to the incident's largest; 0 without. A delay on a service's network (or a proxy, a connection queue in
-              front of it) never shows in its own spans, and every anomaly score saturates near 1:
-              callers waiting 2 s longer on it and 20 ms longer on a busy hub score alike, while the
-              excess tells them apart.
+              (``edge:<it>:network_gap_p50_ms`` is kind network; of percentiles only the median
+              and below, what a typical call saw, so it needs 50 or less in
+              ``features.latency_percentiles``), relative to the incident's largest; 0 without.
+              A delay on a service's network (or a proxy, a connection queue in front of it) never
+              shows in its own spans, and every anomaly score saturates near 1: callers waiting
+              2 s longer on it and 20 ms longer on a busy hub score alike; the excess does not.
 
 Score = weighted mean of the terms. Ties break on onset, then name.
 

@@ -31,8 +31,12 @@ def anomaly(service, feature, minute, score=0.99, component="metric", system="sh
     }
 
 
-def params(settings) -> RankingParams:
-    return RankingParams.from_settings(settings.rca.to_dict())
+def params(settings, without: str | None = None) -> RankingParams:
+    """The configured ranking, or with one evidence term weighted 0 (what the ranking does without it)."""
+    rca = settings.rca.to_dict()
+    if without is not None:
+        rca = {**rca, "weights": {**rca["weights"], without: 0.0}}
+    return RankingParams.from_settings(rca)
 
 
 # front -> api -> db, api -> cache ; front -> auth
@@ -49,10 +53,10 @@ def reach_pdf(edges=EDGES) -> pd.DataFrame:
     return pd.DataFrame(sorted(pairs), columns=["src", "dst"])
 
 
-def rank(rows, settings, key="k1"):
+def rank(rows, settings, key="k1", without=None):
     pdf = pd.DataFrame(rows)
     pdf["incident_key"] = [None if r["component"] == "event" else key for r in rows]
-    return rank_system_incidents(pdf, reach_pdf(), params(settings), "run-1")
+    return rank_system_incidents(pdf, reach_pdf(), params(settings, without), "run-1")
 
 
 def test_callee_fault_with_louder_caller_symptoms_ranks_callee_first(settings):
@@ -257,10 +261,7 @@ def test_a_changed_code_path_outranks_a_louder_service(settings):
     assert [c["service"] for c in inc["root_causes"]][:2] == ["auth", "api"]
     assert inc["root_causes"][0]["evidence"].startswith(
         "auth: log template 3f2a now missing in 100% of requests to POST /token (normally in 100%) at 10:00")
-    rca = settings.rca.to_dict()
-    without = RankingParams.from_settings({**rca, "weights": {**rca["weights"], "code_path": 0.0}})
-    pdf = pd.DataFrame(rows).assign(incident_key="k1")
-    (inc,) = rank_system_incidents(pdf, reach_pdf(), without, "run-1").to_dict("records")
+    (inc,) = rank(rows, settings, without="code_path").to_dict("records")
     assert inc["root_causes"][0]["service"] == "api"
 
 
@@ -288,8 +289,5 @@ def test_callers_waiting_on_a_slow_network_name_it(settings):
         "2 of 3 other anomalous services call it; none of its callees is anomalous; "
         "its callers' network_gap_p50_ms up to 2e+03 above normal (api at 10:00); "
         "seen only through its callers' calls to it")
-    rca = settings.rca.to_dict()
-    without = RankingParams.from_settings({**rca, "weights": {**rca["weights"], "waited_on": 0.0}})
-    pdf = pd.DataFrame(rows).assign(incident_key="k1")
-    (inc,) = rank_system_incidents(pdf, reach_pdf(), without, "run-1").to_dict("records")
+    (inc,) = rank(rows, settings, without="waited_on").to_dict("records")
     assert inc["root_causes"][0]["service"] == "db"

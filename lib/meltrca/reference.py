@@ -68,9 +68,11 @@ def ranges_for(by_system: Mapping[str, Sequence[Range]], system: str) -> list[Ra
     return list(by_system.get(system) or by_system.get(ALL) or [])
 
 
-def in_reference(by_system: Mapping[str, Sequence[Range]]) -> Column:
+def in_reference(by_system: Mapping[str, Sequence[Range]]) -> Column | None:
     """True for feature rows (system, window_start, window_end) whose window overlaps one of that
-    system's reference ranges."""
+    system's reference ranges; None when no system has a reference (the rule's case 3)."""
+    if not by_system:
+        return None
     cond = F.lit(False)
     for system, ranges in by_system.items():
         for start, end in ranges:
@@ -96,7 +98,3 @@ def system_references(lake: Lake, systems: Sequence[str] | None, settings: Setti
     recorded = [] if configured else lake.read("baselines", systems=list(systems) if systems else None).collect()
     return references_by_system(configured, recorded)
 
-
-def reference_column(by_system: Mapping[str, Sequence[Range]]) -> Column | None:
-    """in_reference for the systems that have a reference; None when none has (the rule's case 3)."""
-    return in_reference(by_system) if by_system else None

@@ -301,15 +301,15 @@ def record_reference(ctx: JobContext, mapping: SourceMapping, signals: Mapping[s
         for system, (t0, t1) in counts.reference_spans.items():
             a, b = spans.get(system, (t0, t1))
             spans[system] = (min(a, t0), max(b, t1))
-    rows = [(system, t0, t1 + timedelta(microseconds=1)) for system, (t0, t1) in spans.items()]
-    rows += [(system, a, b) for system in ctx.systems for a, b in mapping.reference.ranges]
+    rows = sorted({(system, t0, t1 + timedelta(microseconds=1)) for system, (t0, t1) in spans.items()}
+                  | {(system, a, b) for system in ctx.systems for a, b in mapping.reference.ranges})
     if mapping.reference.files and not spans:
         ctx.note(f"reference: no accepted row in {', '.join(mapping.reference.files)}: no reference recorded from files")
     df = ctx.spark.createDataFrame(
-        [(system, a, b, MAPPING, ctx.run_id) for system, a, b in sorted(set(rows))], BASELINES)
+        [(system, a, b, MAPPING, ctx.run_id) for system, a, b in rows], BASELINES)
     names = ", ".join(sql_str(s) for s in ctx.systems)
     ctx.lake.replace_where("baselines", df, f"system IN ({names}) AND origin = {sql_str(MAPPING)}")
-    for system, a, b in sorted(set(rows)):
+    for system, a, b in rows:
         log.info("reference baseline of %s: %s", system, format_range((a, b)))
 
 

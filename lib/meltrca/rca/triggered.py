@@ -37,7 +37,7 @@ from meltrca.io import Lake
 from meltrca.rca.incidents import RANK_COLUMNS, system_reachability
 from meltrca.rca.ranking import IncidentRanker, RankingParams
 from meltrca.rca.service_graph import build_service_graph, graph_from_edge_features
-from meltrca.reference import Range, reference_column
+from meltrca.reference import Range, in_reference
 from meltrca.timewindow import TimeWindow
 
 
@@ -110,7 +110,7 @@ def alert_incidents(lake: Lake, params: RankingParams, run_id: str, *, alert: Al
         *[c for c in RANK_COLUMNS if c != "incident_key"]
     ).toPandas()
     peer = peer_rows(lake.read("features", systems=systems or None), span, min_z=min_z,
-                     reference=reference_column(references or {}))
+                     reference=in_reference(references or {}))
     peer = peer[~peer["anomaly_id"].isin(set(rows["anomaly_id"]))]
     rows = pd.concat([rows, peer], ignore_index=True) if not peer.empty else rows
     found = sorted(rows.loc[rows["component"] != "event", "system"].unique()) if not rows.empty else []

@@ -37,7 +37,7 @@ from meltrca.features.patterns import is_pattern
 from meltrca.incremental import context_windows
 from meltrca.jobrunner import JobContext
 from meltrca.logs import get_logger
-from meltrca.reference import ALL, format_range, reference_column, system_references
+from meltrca.reference import ALL, format_range, in_reference, system_references
 from meltrca.schemas import MODELS
 from meltrca.stages.common import (
     INCREMENTAL_HELP,
@@ -102,7 +102,7 @@ def process(ctx: JobContext, *, mode: str = "fit_score") -> None:
     plan = detection_plan(settings, window_seconds=window_seconds)
     store_root = store_root_of(lake.root)
     references = system_references(lake, systems, settings)
-    reference = reference_column(references)
+    reference = in_reference(references)
     log.info("detect %s over %s for %s with %s", mode, ctx.window, ", ".join(systems), ", ".join(plan["enabled"]))
     for system in sorted(references):
         ctx.note(f"reference baseline{'' if system == ALL else ' of ' + system}: "

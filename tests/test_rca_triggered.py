@@ -145,7 +145,8 @@ def test_peer_deviations_compare_a_sparse_series_with_its_other_windows(spark):
     feats = spark.createDataFrame(data, FEATURES)
     span = Alert(T0 + timedelta(minutes=60), after=timedelta(minutes=2), before=timedelta(minutes=1)).span
     got = peer_rows(feats, span, min_z=3.5)
-    assert list(got.columns) == RANK_KEYS
+    assert list(got.columns) == [*RANK_KEYS, "sparse"]
+    assert not got["sparse"].any()  # these services log in every window they have: dense signals
     assert sorted(zip(got["service"], got["feature"], got["value"], strict=True)) == [
         ("api", "ERROR_count", 30.0), ("db", "log_count", 200.0)]
     row = got[got["service"] == "api"].iloc[0]
@@ -157,3 +158,54 @@ def test_peer_deviations_compare_a_sparse_series_with_its_other_windows(spark):
     assert row["ensemble_score"] == pytest.approx(1 - 0.05 * np.exp(-(z - 3.5) / 2))
     db = got[got["service"] == "db"].iloc[0]  # raw volume: median 50 lines, MAD 0 -> one line
     assert (db["expected_low"], db["expected_high"]) == (pytest.approx(50 - 3.5), pytest.approx(50 + 3.5))
+
+
+def test_an_error_ratio_deviates_only_with_errors_its_peers_make_unlikely(spark):
+    """Error ratios are counts of requests: median and MAD are 0 where errors are rare, so the
+    windows must also hold more errors than the peers' pooled rate makes as likely as a 3.5-sigma
+    deviation. api errs now and then (1 in 80 requests in a fifth of its windows): one error in 80
+    in the alert span is no trouble. pay never errs: 2 errors in 5 requests (and api's calls to it,
+    and its log lines at ERROR) are."""
+    from meltrca.rca.triggered import peer_rows
+
+    def rows(service, minute, comp, pairs):
+        ws = T0 + timedelta(minutes=minute)
+        return [("shop", service, ws, ws + timedelta(minutes=1), comp, f, float(v), ws.date()) for f, v in pairs]
+
+    data = []
+    for m in range(40):
+        background = 1 if m % 5 == 0 else 0
+        data += rows("api", m, "trace", [("request_count", 80), ("error_ratio", background / 80),
+                                         ("edge:pay:call_count", 10), ("edge:pay:error_ratio", 0.0)])
+        data += rows("pay", m, "trace", [("request_count", 10), ("error_ratio", 0.0)])
+        data += rows("pay", m, "log", [("log_count", 20), ("error_ratio", 0.0)])
+    data += rows("api", 60, "trace", [("request_count", 80), ("error_ratio", 1 / 80),
+                                      ("edge:pay:call_count", 5), ("edge:pay:error_ratio", 2 / 5)])
+    data += rows("pay", 60, "trace", [("request_count", 5), ("error_ratio", 2 / 5)])
+    data += rows("pay", 60, "log", [("log_count", 10), ("error_ratio", 2 / 10)])
+    feats = spark.createDataFrame(data, FEATURES)
+    span = Alert(T0 + timedelta(minutes=60), after=timedelta(minutes=2), before=timedelta(minutes=1)).span
+    got = peer_rows(feats, span, min_z=3.5)
+    assert sorted(zip(got["service"], got["component"], got["feature"], got["value"], strict=True)) == [
+        ("api", "trace", "edge:pay:error_ratio", 0.4), ("pay", "log", "error_ratio", 0.2),
+        ("pay", "trace", "error_ratio", 0.4)]
+    assert set(got["anomaly_type"]) == {"peer_deviation"} and not got["sparse"].any()
+
+
+def test_dense_peer_rows_join_only_where_the_detectors_saw_nothing():
+    """A sparse signal's peer rows always join the alert's trouble; a dense signal's only in a
+    system whose detectors flagged nothing in the span; a row the detectors flagged keeps theirs."""
+    from meltrca.rca.triggered import admitted_peer_rows
+
+    def peer(system, service, anomaly_id, sparse):
+        return {"system": system, "service": service, "anomaly_id": anomaly_id, "component": "log", "sparse": sparse}
+
+    peers = pd.DataFrame([peer("a", "x", "p1", True), peer("a", "y", "p2", False), peer("b", "z", "p3", False),
+                          peer("a", "w", "d1", True)])
+    detected = pd.DataFrame([{"system": "a", "anomaly_id": "d1", "component": "metric"},
+                             {"system": "b", "anomaly_id": "e1", "component": "event"}])
+    got = admitted_peer_rows(peers, detected)
+    assert list(got.columns) == ["system", "service", "anomaly_id", "component"]
+    assert list(got["anomaly_id"]) == ["p1", "p3"]
+    empty = pd.DataFrame(columns=["system", "anomaly_id", "component"])
+    assert list(admitted_peer_rows(peers, empty)["anomaly_id"]) == ["p1", "p2", "p3", "d1"]

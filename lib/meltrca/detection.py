@@ -15,6 +15,7 @@ so table maintenance (VACUUM) never touches them.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -304,15 +305,30 @@ def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None 
     window or of the peers' median volume, whichever is fewer — and 5% of the median otherwise; a
     series needs PEER_MIN_WINDOWS peers. Columns: system, service, component, feature,
     window_start, window_end, value (in the feature's unit), expected_low/high (median ± min_z
-    scale, in that unit), z, ensemble_score (0.95 at min_z, about 0.99 three sigmas further)."""
+    scale, in that unit), z, ensemble_score (0.95 at min_z, about 0.99 three sigmas further).
+
+    An error ratio (errors of a window's requests, calls or lines) is a count too: its window must
+    also hold more errors than the series' pooled peer rate makes as likely as a min_z-sigma normal
+    deviation (binomial upper tail, +0.5 / +1 pseudo-counts). Its median and MAD are 0 wherever
+    errors are rare, so one stray error in 80 requests would otherwise be "infinitely" many sigmas;
+    two errors in five requests of a service that never fails still are trouble."""
     keys = ["system", "service", "component", "feature"]
     f = features.where(F.col("component").isin(*PEER_COMPONENTS) & ~is_pattern() & F.col("value").isNotNull()
                        & ~F.isnan("value"))
     volume = f.where((F.col("component") == "log") & (F.col("feature") == "log_count")).select(
         "system", "service", "window_start", F.col("value").alias("lines"))
     shared = (F.col("component") == "log") & F.col("feature").endswith("_count") & (F.col("feature") != "log_count")
+    ratio = F.col("feature").endswith("error_ratio")
+    denominator = (F.when(F.col("feature") != "error_ratio", F.regexp_replace("feature", "error_ratio$", "call_count"))
+                   .when(F.col("component") == "log", F.lit("log_count")).otherwise(F.lit("request_count")))
+    totals = features.where(F.col("component").isin(*PEER_COMPONENTS)).select(
+        "system", "service", "component", "window_start", F.col("feature").alias("_denominator"),
+        F.col("value").alias("_n"))
     f = (
-        f.join(volume, ["system", "service", "window_start"], "left")
+        f.withColumn("_denominator", F.when(ratio, denominator))
+        .join(totals, ["system", "service", "component", "window_start", "_denominator"], "left")
+        .withColumn("_events", F.round(F.col("value") * F.col("_n")))
+        .join(volume, ["system", "service", "window_start"], "left")
         .withColumn("raw", F.col("value"))
         .withColumn("value", F.when(shared, F.try_divide(F.col("value"), F.col("lines"))).otherwise(F.col("value")))
         .where(F.col("value").isNotNull())
@@ -321,18 +337,28 @@ def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None 
     peers = peer_windows(f, keys, judged=None if judged is None else F.col("judged"), reference=reference)
     centre = peers.groupBy(*keys).agg(F.percentile_approx("value", 0.5, 10000).alias("median"),
                                       F.percentile_approx("lines", 0.5, 10000).alias("median_lines"),
-                                      F.count(F.lit(1)).alias("peers"))
+                                      F.count(F.lit(1)).alias("peers"),
+                                      ((F.sum("_events") + 0.5) / (F.sum("_n") + 1.0)).alias("rate"))
     spread = peers.join(centre, keys).groupBy(*keys).agg(
         F.percentile_approx(F.abs(F.col("value") - F.col("median")), 0.5, 10000).alias("mad"))
     floor = F.when(shared, F.lit(1.0) / F.greatest(F.least(F.col("median_lines"), F.col("lines")), F.lit(1.0))).when(
         F.col("feature").endswith("_count"), F.lit(1.0)).otherwise(F.greatest(F.abs(F.col("median")) * 0.05, F.lit(1e-6)))
     stats = centre.join(spread, keys).where(F.col("peers") >= PEER_MIN_WINDOWS)
     unit = F.when(shared, F.coalesce(F.col("lines"), F.lit(1.0))).otherwise(F.lit(1.0))
+
+    @F.pandas_udf(DoubleType())
+    def upper_tail(k: pd.Series, n: pd.Series, p: pd.Series) -> pd.Series:
+        return pd.Series(binomial_tail(k.to_numpy(float), n.to_numpy(float), p.to_numpy(float),
+                                       np.zeros(len(k), dtype=bool)))
+
+    counted = F.col("_n").isNotNull() & F.col("rate").isNotNull()
     return (
         f.where(F.col("judged")).join(stats, keys)
         .withColumn("scale", F.greatest(F.col("mad") * MAD_TO_SIGMA, floor))
         .withColumn("z", (F.col("value") - F.col("median")) / F.col("scale"))
         .where(F.col("z") >= min_z)
+        .withColumn("_p", F.when(counted, upper_tail(F.col("_events"), F.col("_n"), F.col("rate"))).otherwise(F.lit(0.0)))
+        .where(F.col("_p") <= 0.5 * math.erfc(min_z / math.sqrt(2.0)))
         .select(*keys, "window_start", "window_end", F.col("raw").alias("value"),
                 ((F.col("median") - min_z * F.col("scale")) * unit).alias("expected_low"),
                 ((F.col("median") + min_z * F.col("scale")) * unit).alias("expected_high"),
@@ -344,22 +370,28 @@ def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None 
 SPARSE_SHARE = 0.5  # a service's log/trace data present in fewer than this share of its windows is sparse
 
 
-def sparse_peer_anomalies(features: DataFrame, scored: DataFrame, *, min_z: float, reference: Column | None = None,
-                          emit_from: datetime | None = None, emit_to: datetime | None = None) -> DataFrame:
-    """Anomaly rows (the columns of change_events) of *sparse* signals: a service whose logs (or
-    traces) exist in fewer than SPARSE_SHARE of its windows — exported only around incidents — has
-    too little history for a detector to calibrate on, so each window of those series is compared
-    with the other windows of the same series (peer_deviations). Rows the detectors already
-    flagged are left to them; a signal present all along is never peer-compared."""
-    keys = ["system", "service", "component", "feature"]
+def sparse_signals(features: DataFrame) -> DataFrame:
+    """(system, service, component) of sparse signals: a service's logs (or traces) present in
+    fewer than SPARSE_SHARE of the service's windows (exported only around incidents)."""
     per_service = features.groupBy("system", "service").agg(F.countDistinct("window_start").alias("service_windows"))
-    sparse = (
+    return (
         features.where(F.col("component").isin(*PEER_COMPONENTS)).groupBy("system", "service", "component")
         .agg(F.countDistinct("window_start").alias("windows"))
         .join(per_service, ["system", "service"])
         .where(F.col("windows") < F.col("service_windows") * SPARSE_SHARE)
         .select("system", "service", "component")
     )
+
+
+def sparse_peer_anomalies(features: DataFrame, scored: DataFrame, *, min_z: float, reference: Column | None = None,
+                          emit_from: datetime | None = None, emit_to: datetime | None = None) -> DataFrame:
+    """Anomaly rows (the columns of change_events) of *sparse* signals (sparse_signals): a service
+    whose logs (or traces) exist only around incidents has too little history for a detector to
+    calibrate on, so each window of those series is compared with the other windows of the same
+    series (peer_deviations). Rows the detectors already flagged are left to them; a signal present
+    all along is never peer-compared."""
+    keys = ["system", "service", "component", "feature"]
+    sparse = sparse_signals(features)
     rows = peer_deviations(features.join(sparse, ["system", "service", "component"], "left_semi"), min_z=min_z,
                            reference=reference).join(
         scored.select(*keys, "window_start"), [*keys, "window_start"], "left_anti")

@@ -15,8 +15,10 @@ Sparse signals (logs and traces exported only around incidents) rarely have the 
 detector calibrates on, so the anomalies table may hold nothing of them. Triggered RCA therefore
 also compares each log and trace feature in the alert span with the *other* windows of the same
 series (peer windows: a fault on one service at 10:04 is normal for every other window; the rule
-is ``meltrca.detection.peer_deviations``'s): a ``peer_deviation`` row joins the trouble. Rows the
-detectors already flagged keep their own score.
+is ``meltrca.detection.peer_deviations``'s): a sparse signal's ``peer_deviation`` row joins the
+trouble; a dense signal's (present all along, so a detector judged it) only where the detectors
+flagged nothing of the system in the span (``admitted_peer_rows``). Rows the detectors already
+flagged keep their own score.
 
 The result is one incident document (SPEC §5 shape) per system with trouble in that span.
 """
@@ -32,7 +34,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from meltrca.detection import anomaly_id, peer_deviations
+from meltrca.detection import anomaly_id, peer_deviations, sparse_signals
 from meltrca.io import Lake
 from meltrca.rca.incidents import RANK_COLUMNS, system_reachability
 from meltrca.rca.ranking import IncidentRanker, RankingParams
@@ -44,11 +46,29 @@ from meltrca.timewindow import TimeWindow
 def peer_rows(features: DataFrame, span: TimeWindow, *, min_z: float, reference: Column | None = None) -> pd.DataFrame:
     """Log/trace rows in `span` at least min_z robust sigmas above the other windows of their series
     (inside the reference baseline where it holds enough of them: meltrca.reference; columns:
-    RANK_COLUMNS but incident_key); only the few deviating rows reach the driver."""
+    RANK_COLUMNS but incident_key, and `sparse`: the row's signal is a sparse one,
+    meltrca.detection.sparse_signals); only the few deviating rows reach the driver."""
     in_span = (F.col("window_end") > F.lit(span.start)) & (F.col("window_start") <= F.lit(span.end))
-    rows = peer_deviations(features, min_z=min_z, judged=in_span, reference=reference).withColumn(
-        "anomaly_id", anomaly_id())
-    return rows.select(*[c for c in RANK_COLUMNS if c != "incident_key"]).toPandas()
+    sparse = sparse_signals(features).withColumn("sparse", F.lit(True))
+    rows = (
+        peer_deviations(features, min_z=min_z, judged=in_span, reference=reference)
+        .withColumn("anomaly_id", anomaly_id())
+        .join(sparse, ["system", "service", "component"], "left")
+        .withColumn("sparse", F.coalesce(F.col("sparse"), F.lit(False)))
+    )
+    return rows.select(*[c for c in RANK_COLUMNS if c != "incident_key"], "sparse").toPandas()
+
+
+def admitted_peer_rows(peer: pd.DataFrame, detected: pd.DataFrame) -> pd.DataFrame:
+    """The peer rows that join the trouble: every sparse signal's (no detector could calibrate on
+    it), and a dense signal's only in a system whose detectors flagged nothing in the span (a
+    detector judges a dense series against its own calibrated history; its everyday wobble against
+    the peers of one day is noise beside what the detectors flagged, but where they saw nothing —
+    say the alert falls inside the history they were fitted on — the peers are the evidence left).
+    `detected`: the anomalies table's rows of the span (change events included)."""
+    seen = set(detected.loc[detected["component"] != "event", "system"]) if not detected.empty else set()
+    keep = peer["sparse"] | ~peer["system"].isin(seen)
+    return peer[keep & ~peer["anomaly_id"].isin(set(detected["anomaly_id"]))].drop(columns="sparse")
 
 
 @dataclass(frozen=True)
@@ -111,7 +131,8 @@ def alert_incidents(lake: Lake, params: RankingParams, run_id: str, *, alert: Al
     ).toPandas()
     peer = peer_rows(lake.read("features", systems=systems or None), span, min_z=min_z,
                      reference=in_reference(references or {}))
-    peer = peer[~peer["anomaly_id"].isin(set(rows["anomaly_id"]))]
+    inside = rows[(rows["window_end"] > pd.Timestamp(span.start)) & (rows["window_start"] <= pd.Timestamp(span.end))]
+    peer = admitted_peer_rows(peer, inside)
     rows = pd.concat([rows, peer], ignore_index=True) if not peer.empty else rows
     found = sorted(rows.loc[rows["component"] != "event", "system"].unique()) if not rows.empty else []
     if not found:

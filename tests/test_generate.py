@@ -157,6 +157,8 @@ def test_several_systems_each_with_its_own_topology(spark, tmp_path):
         (["--interval", "0"], "config key 'generate.interval' must be >= 1"),
         (["--end", "2024-09-27T00:00:00Z"], "generate takes --start and --duration; --end is not used"),
         (["--start", "yesterday"], "--start 'yesterday' is not an ISO-8601 time"),
+        (["--signals", "metrics,prometheus"], "config key 'generate.signals' must be a non-empty list drawn from "
+                                              "metrics, logs, traces, events (got ['metrics', 'prometheus'])"),
     ],
 )
 def test_bad_flags_fail_in_one_line_and_write_nothing(tmp_path, flags, message):
@@ -182,6 +184,19 @@ def test_cli_two_systems_parquet(spark, tmp_path):
     assert events.count() == 0 and "event_type" in events.columns
     assert "[meltrca] spans" in res.stderr and "rows" in res.stderr
     assert json.loads((out / "labels.json").read_text()) == []
+
+
+def test_metrics_only_system_has_the_same_metrics_and_labels(spark, small_run, tmp_path):
+    """--signals metrics (issue 19): a metrics-only system; its metrics and labels are those of the
+    full system of the same seed, its spans, logs and events tables exist and are empty."""
+    full, _ = small_run
+    out = tmp_path / "metrics-only"
+    ctx = generate(spark, out, signals=["metrics"])
+    assertDataFrameEqual(table(spark, out, "metrics"), table(spark, full, "metrics"))
+    for name in ("spans", "logs", "events"):
+        assert (out / name / "_delta_log").is_dir() and ctx.counts[name] == 0
+        assert table(spark, out, name).columns == table(spark, full, name).columns
+    assert json.loads((out / "labels.json").read_text()) == json.loads((full / "labels.json").read_text())
 
 
 @pytest.mark.slow

@@ -178,6 +178,39 @@ def test_rca_stage_two_simultaneous_independent_faults_make_two_incidents(spark,
     assert sorted(r["incident_id"] for r in lake.read("incidents").collect()) == ids
 
 
+def test_rca_stage_links_services_the_call_graph_does_not_name_by_time(spark, lake, settings):
+    """Without a call graph time is the evidence: a metrics-only system's services troubled together
+    make one incident, not one each; later trouble makes its own. Where a graph exists it decides:
+    auth, not adjacent to db, stays apart, and so does a queue no span names (on real data such
+    services' metric noise chained a day's incidents together)."""
+    spans = spark.createDataFrame(span_rows("shop", EDGES, 0), SPANS)
+    lake.replace_window("spans", spans, systems=["shop"], window=None)
+    rows = [
+        anomaly("web", "cpu_usage_mean", 10, 0.999, system="plant"), anomaly("web", "cpu_usage_mean", 11, 0.999, system="plant"),
+        anomaly("cart", "latency_mean", 11, 0.99, system="plant"), anomaly("cart", "latency_mean", 12, 0.99, system="plant"),
+        anomaly("pay", "latency_mean", 12, 0.99, system="plant"), anomaly("pay", "latency_mean", 13, 0.99, system="plant"),
+        *[anomaly("cart", "memory_usage_mean", m, 0.999, system="plant") for m in range(130, 142)],  # lasts: admitted
+        anomaly("db", "cpu_usage_mean", 10, 0.99), anomaly("db", "cpu_usage_mean", 11, 0.99),
+        anomaly("db", "ERROR_count", 11, 0.99, component="log"),
+        *[anomaly("queue", "depth_max", m, 0.99) for m in range(11, 23)],
+        anomaly("auth", "memory_usage_mean", 40, 0.99), anomaly("auth", "memory_usage_mean", 41, 0.99),
+        anomaly("auth", "ERROR_count", 40, 0.99, component="log"),
+    ]
+    lake.replace_window("anomalies", spark.createDataFrame([tuple(r[f.name] for f in ANOMALIES) for r in rows], ANOMALIES),
+                        systems=["shop", "plant"], window=None)
+    ctx = JobContext(job="rca", args=argparse.Namespace(lake=lake.root), settings=settings, run_id="rca-g",
+                     window=TimeWindow(), lake_root=lake.root, _spark=spark)
+    rca_stage.process(ctx)
+    got = sorted((r["system"], r["start"], r["services"]) for r in lake.read("incidents").collect())
+    assert got == [
+        ("plant", T0 + timedelta(minutes=10), ["cart", "pay", "web"]),
+        ("plant", T0 + timedelta(minutes=130), ["cart"]),
+        ("shop", T0 + timedelta(minutes=10), ["db"]),
+        ("shop", T0 + timedelta(minutes=11), ["queue"]),
+        ("shop", T0 + timedelta(minutes=40), ["auth"]),
+    ]
+
+
 def test_rca_stage_links_consecutive_hourly_windows_into_one_incident(spark, lake, settings):
     """Hourly series: a spike over three one-hour windows is one incident, not three (the 3-minute
     time tolerance is widened to the window, so neighbouring windows always link)."""

@@ -111,7 +111,7 @@ def _subset_of(*choices: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         bad = [x for x in v if x not in choices]
         if bad or not v:
-            return f"must be a non-empty list drawn from {', '.join(choices)} (got {v})"
+            return f"must be a non-empty list drawn from {', '.join(choices)}"
         return None
 
     return check
@@ -180,6 +180,7 @@ CONSTRAINTS: dict[str, Callable[[Any], str | None]] = {
     "generate.distractors_per_day": _at_least(0),
     "generate.surges_per_day": _at_least(0),
     "generate.traces_per_unit": _at_least(100),
+    "generate.signals": _subset_of("metrics", "logs", "traces", "events"),
     "ingest.future_tolerance_hours": _at_least(0),
     "features.window": _duration,
     "ingest.min_year": _between(1970, 9999),

@@ -1,5 +1,5 @@
 """Incidents: link troubled (service, window) nodes close in time on the same or neighbouring
-services, take connected components (lib/meltrca/graph.py), then rank each incident's root
+services (any services of a system without a call graph), take connected components (lib/meltrca/graph.py), then rank each incident's root
 causes per system."""
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ def trouble_nodes(signals: DataFrame) -> DataFrame:
 
 
 def link_nodes(nodes: DataFrame, edges: DataFrame, *, tolerance_s: int) -> DataFrame:
-    """(src, dst) node pairs: same system, at most `tolerance_s` apart, same or adjacent service."""
+    """(src, dst) node pairs: same system, at most `tolerance_s` apart, and the same service or
+    services adjacent in the call graph, or any services of a system without a call graph (no
+    traces: metrics only): there time is the only evidence that they share a fault, and one fault
+    should make one incident, not one per service.
+
+    Services a system's graph does not name (traces never reach them) still link by the graph
+    only: on real Train Ticket data their metric noise, linked by time, chained a day's incidents
+    into a few (dev-day AC@1 0.92 -> 0.54)."""
     a = nodes.select("id", "system", "service", F.unix_timestamp("window_start").alias("t")).withColumn(
         "bucket", F.floor(F.col("t") / F.lit(max(tolerance_s, 1)))
     )
@@ -58,7 +65,10 @@ def link_nodes(nodes: DataFrame, edges: DataFrame, *, tolerance_s: int) -> DataF
         nb,
         (F.col("l_system") == F.col("n_system")) & (F.col("l_service") == F.col("n_a")) & (F.col("r_service") == F.col("n_b")),
         "left",
-    ).where((F.col("l_service") == F.col("r_service")) | F.col("n_a").isNotNull())
+    )
+    graphed = edges.select(F.col("system").alias("g_system")).distinct().withColumn("has_graph", F.lit(True))
+    linked = linked.join(graphed, F.col("l_system") == F.col("g_system"), "left").where(
+        (F.col("l_service") == F.col("r_service")) | F.col("n_a").isNotNull() | F.col("has_graph").isNull())
     return linked.select(F.col("l_id").alias("src"), F.col("r_id").alias("dst")).distinct()
 
 

@@ -12,6 +12,7 @@ from meltrca.jobrunner import JobContext
 
 DESCRIPTION = "Generate synthetic MELT telemetry (metrics, logs, spans, events) with labelled faults."
 TABLES_WRITTEN = ("metrics", "spans", "logs", "events")
+SIGNAL_OF_TABLE = {"metrics": "metrics", "spans": "traces", "logs": "logs", "events": "events"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,13 +24,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (same seed, same output)")
     p.add_argument("--systems", type=int, help="number of monitored systems to generate (named shop-1, shop-2, ...)")
     p.add_argument("--format", choices=["parquet", "delta"], help="table format (default delta)")
+    p.add_argument("--signals", type=lambda v: [x.strip() for x in v.split(",") if x.strip()], metavar="LIST",
+                   help="signals to write, comma-separated from metrics,logs,traces,events (default all; the others "
+                        "are written empty: --signals metrics makes a metrics-only system)")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="output folder: metrics/ spans/ logs/ events/ tables, labels.json, topology.json "
                         "(--start sets the first timestamp, default generate.start)")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {f"generate.{k}": getattr(args, k) for k in ("services", "duration", "interval", "faults", "seed", "systems", "format")}
+    out = {f"generate.{k}": getattr(args, k)
+           for k in ("services", "duration", "interval", "faults", "seed", "systems", "format", "signals")}
     if args.start:
         out["generate.start"] = args.start  # --start sets the first timestamp of the timeline
     return out
@@ -60,6 +65,8 @@ def process(ctx: JobContext, *, output: str) -> None:
     for table in TABLES_WRITTEN:
         with ctx.stage(table) as info:
             df = events_frame(ctx.spark, plan) if table == "events" else table_frame(ctx.spark, plan, plan_json, table)
+            if SIGNAL_OF_TABLE[table] not in gen.signals:
+                df = df.limit(0)  # not a signal this system exports: the table exists, empty
             write_table_dir(df, out / table, fmt, partition_by=("date",))
             if fmt == "parquet" and not any((out / table).glob("date=*/*.parquet")):
                 # no rows, so no partition folder: leave one schema-only file so readers see the columns

@@ -196,3 +196,80 @@ def test_bronze_mapping_format_and_missing_required_column(spark, settings, lake
     assertDataFrameEqual(lake.read("metrics"), df)
     with pytest.raises(InputError, match=r"metrics table .*/bad: missing required column\(s\) value"):
         run_ingest(ctx, load_mapping(tmp_path / "bad.yaml"), root=str(src))
+
+
+def test_one_ingest_of_fifty_folders_loads_fifty_systems_each_reconciled(spark, settings, lake, tmp_path):
+    """Issue 19: a metrics-only benchmark ships one folder per case; `system: {path: ...}` takes each
+    record's system from its folder, so one ingest loads all of them. Case k has k % 3 + 2 samples,
+    one of them repeated (deduplicated) in every fifth case and an empty cell (quarantined) in every
+    seventh; each system's rows reconcile on their own and land under its name."""
+    root = tmp_path / "cases"
+    want, per_case = [], {}
+    for k in range(50):
+        case = root / f"case-{k:02d}"
+        case.mkdir(parents=True)
+        lines = ["time,cart_cpu,front_mem"]
+        for i in range(k % 3 + 2):
+            lines.append(f"{1727346600 + 60 * i},{k + i / 10},{256 + i}")
+            want += [(f"case-{k:02d}", datetime(2024, 9, 26, 10, 30 + i), "cart", None, "cpu", k + i / 10, None, D),
+                     (f"case-{k:02d}", datetime(2024, 9, 26, 10, 30 + i), "front", None, "mem", 256.0 + i, None, D)]
+        n = 2 * (k % 3 + 2)
+        dup = 2 if k % 5 == 0 else 0
+        bad = 1 if k % 7 == 0 else 0
+        if dup:
+            lines.append(lines[1])
+        if bad:
+            lines.append("1727350200,,300")  # no cpu value: one record quarantined, its mem accepted
+            want.append((f"case-{k:02d}", datetime(2024, 9, 26, 11, 30), "front", None, "mem", 300.0, None, D))
+        per_case[f"case-{k:02d}"] = (n + dup + 2 * bad, n + bad, bad, dup)
+        (case / "metrics.csv").write_text("\n".join(lines) + "\n")
+    mapping = tmp_path / "cases.yaml"
+    mapping.write_text(
+        "system: {path: '{system}/metrics.csv'}\n"
+        f"root: {root}\n"
+        "metrics:\n"
+        "  files: '*/metrics.csv'\n"
+        "  format: wide_csv\n"
+        "  fields:\n"
+        "    ts: {column: time, format: epoch_s}\n"
+        "  values:\n"
+        "    exclude: [time]\n"
+        "    split: {separator: '_', at: first}\n"
+    )
+    ctx = make_ctx(spark, settings, lake.root)
+    report = run_ingest(ctx, load_mapping(mapping))
+    assert report.systems == sorted(per_case) and ctx.systems == sorted(per_case)
+    assertDataFrameEqual(bronze(lake, "metrics"), spark.createDataFrame(want, METRICS).drop("date"))
+    c = report.signals["metrics"]
+    got = {s: (p.rows_in, p.accepted, p.quarantined, p.deduplicated) for s, p in c.per_system.items()}
+    assert got == per_case and c.reconciles
+    assert (c.rows_in, c.accepted, c.quarantined, c.deduplicated) == tuple(
+        sum(v[i] for v in per_case.values()) for i in range(4))
+    quarantined = sorted((r["system"], r["reason"]) for r in lake.read("quarantine").collect())
+    assert quarantined == [(f"case-{k:02d}", "missing_field: value (column 'cart_cpu')") for k in range(0, 50, 7)]
+    assert "  case-35: in 12 = accepted 9 + quarantined 1 + deduplicated 2" in report.table()
+
+
+def test_system_from_a_column_and_a_record_without_one(spark, settings, lake, tmp_path):
+    """`system: {column: site}`: each record names its system; one that names none is quarantined."""
+    (tmp_path / "m.csv").write_text(
+        "ts,site,service,metric,value\n"
+        "1727346600,eu,api,cpu,0.5\n"
+        "1727346600,us,api,cpu,0.7\n"
+        "1727346660,,api,cpu,0.9\n"
+    )
+    mapping = tmp_path / "sites.yaml"
+    mapping.write_text(
+        f"system: {{column: site}}\nroot: {tmp_path}\nmetrics:\n  files: m.csv\n  format: csv\n  fields:\n"
+        "    ts: {column: ts, format: epoch_s}\n    service: service\n    metric: metric\n    value: value\n"
+    )
+    ctx = make_ctx(spark, settings, lake.root)
+    report = run_ingest(ctx, load_mapping(mapping))
+    t0 = datetime(2024, 9, 26, 10, 30)
+    assertDataFrameEqual(bronze(lake, "metrics"), spark.createDataFrame(
+        [("eu", t0, "api", None, "cpu", 0.5, None, D), ("us", t0, "api", None, "cpu", 0.7, None, D)], METRICS).drop("date"))
+    assert [(r["system"], r["reason"]) for r in lake.read("quarantine").collect()] == [(None, "missing_field: system")]
+    c = report.signals["metrics"]
+    assert {s: (p.rows_in, p.accepted, p.quarantined) for s, p in c.per_system.items()} == {
+        "eu": (1, 1, 0), "us": (1, 1, 0), None: (1, 0, 1)}
+    assert report.systems == ["eu", "us"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -38,6 +39,10 @@ def write(tmp_path, text: str):
         ("metrics: {files: a, format: wide_csv, fields: {ts: t}, values: {split: {regex: '(.*)_(.*)'}}}\n",
          "needs named groups"),
         ("metrics: {format: csv}\n", "metrics[0].files is empty"),
+        ("system: {path: 'cases/metrics.csv'}\nmetrics: {files: a, format: bronze}\n",
+         "system.path must hold {system} once, got 'cases/metrics.csv'"),
+        ("system: {path: '{system}/a.csv', column: x}\nmetrics: {files: a, format: bronze}\n", "system: unknown key(s) column"),
+        ("system: {colum: site}\nmetrics: {files: a, format: bronze}\n", "system: unknown key(s) colum"),
     ],
 )
 def test_mapping_errors_name_the_key(tmp_path, text, message):
@@ -58,6 +63,20 @@ def test_shipped_nezha_mapping_loads_and_has_no_dates():
     assert m.signals() == ["logs", "metrics", "spans"]
     globs = [g for i in m.inputs for g in i.files] + list(m.labels.files)
     assert all("2023" not in g and "_30" not in g for g in globs)
+
+
+@pytest.mark.parametrize(("pattern", "uri", "system"), [
+    ("{system}/metrics.csv", "metrics:file:/data/case-07/metrics.csv", "case-07"),
+    ("{system}/metrics.csv", "metrics:file:/data/case-07/logs.csv", None),
+    ("sites/{system}/**/*.csv", "metrics:s3a://b/sites/eu-1/2024/09/m.csv", "eu-1"),
+    ("sites/{system}/**/*.csv", "metrics:s3a://b/sites/eu-1/m.csv", "eu-1"),
+    ("{system}.jsonl", "logs:file:/x/shop_a.b.jsonl", "shop_a.b"),
+])
+def test_system_path_pattern(pattern, uri, system):
+    from meltrca.ingest.mapping import SystemSource
+
+    found = re.search(SystemSource(path=pattern).path_regex, uri)
+    assert (found.group(1) if found else None) == system
 
 
 def test_snake_case_and_wide_split():

@@ -20,6 +20,10 @@ values:                                   # metrics only: one metric per column 
   split: {separator: "_", at: first}      # wide_csv: service and metric from the column name
 validate: {trace_id_pattern: "...", span_id_pattern: "..."}
 ```
+``system`` is a name, or where each record's system comes from when one ingest loads many
+systems: ``{column: Site}`` (any field spec) or ``{path: "{system}/metrics.csv"}`` (the folder or
+file-name part of each file's path, under the root, that ``{system}`` stands for; ``*`` and ``**``
+as in the globs). A record whose system is missing is quarantined (``missing_field: system``).
 ``reference`` marks fault-free data (meltrca.reference): ``files`` (globs under the root, e.g. a
 fault-free folder: the span of their accepted rows) and/or ``ranges`` (START/END, ISO-8601 UTC);
 ingest records it per system in the lake table ``baselines``.
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -210,6 +214,48 @@ def _parse_reference(raw: Any) -> ReferenceSpec | None:
     return ReferenceSpec(files=files, ranges=ranges)
 
 
+SYSTEM_KEYS = frozenset({"path"})
+
+
+@dataclass(frozen=True)
+class SystemSource:
+    """Where each record's system comes from when one mapping loads many systems: a field of the
+    record, or the part of its file's path that ``{system}`` stands for in `path`."""
+
+    field: FieldSpec | None = None
+    path: str | None = None
+
+    @property
+    def path_regex(self) -> str | None:
+        """`path` as a regex over a file URI whose group 1 is the system."""
+        if self.path is None:
+            return None
+        head, tail = self.path.split("{system}", 1)
+        return "(?:^|/)" + _glob_regex(head.lstrip("/")) + "([^/]+)" + _glob_regex(tail) + "$"
+
+
+def _glob_regex(glob: str) -> str:
+    out = []
+    for part in re.split(r"(\*\*/?|\*|\?)", glob):
+        out.append({"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part)))
+    return "".join(out)
+
+
+def _parse_system(raw: Any) -> tuple[str | None, SystemSource | None]:
+    """A mapping's `system`: a name, or a SystemSource (module doc)."""
+    if raw is None:
+        return None, None
+    if not isinstance(raw, Mapping):
+        return str(raw), None
+    if "path" in raw:
+        _check_keys(raw, SYSTEM_KEYS, "system")
+        path = str(raw["path"])
+        if path.count("{system}") != 1:
+            raise ConfigError(f"source mapping system.path must hold {{system}} once, got {path!r}")
+        return None, SystemSource(path=path)
+    return None, SystemSource(field=FieldSpec.parse(raw, "system"))
+
+
 @dataclass(frozen=True)
 class SourceMapping:
     path: Path
@@ -218,6 +264,7 @@ class SourceMapping:
     inputs: tuple[InputSpec, ...]
     labels: LabelsSpec | None
     reference: ReferenceSpec | None = None
+    system_from: SystemSource | None = None  # per-record systems (many systems in one ingest)
 
     def signals(self) -> list[str]:
         return sorted({i.signal for i in self.inputs})
@@ -432,6 +479,9 @@ def load_mapping(path: str | Path) -> SourceMapping:
                     inputs.append(_parse_input(signal, item, i, section))
         labels = _parse_labels(raw.get("labels"))
         reference = _parse_reference(raw.get("reference"))
+        system, system_from = _parse_system(raw.get("system"))
+        if system_from is not None and system_from.field is not None:  # readers read the column it names
+            inputs = [replace(i, fields={**i.fields, "system": system_from.field}) for i in inputs]
     except ConfigError as exc:
         raise ConfigError(f"{exc} ({p})") from None
     if not inputs:
@@ -439,7 +489,8 @@ def load_mapping(path: str | Path) -> SourceMapping:
     root = raw.get("root")
     return SourceMapping(
         path=p,
-        system=None if raw.get("system") is None else str(raw["system"]),
+        system=system,
+        system_from=system_from,
         root=None if root is None else (p.parent / str(root)).resolve(),
         inputs=tuple(inputs),
         labels=labels,

@@ -24,7 +24,15 @@ from pyspark.sql import functions as F
 
 from meltrca.errors import InputError
 from meltrca.ingest.files import join_root, path_exists, resolve_inputs, unreadable_files
-from meltrca.ingest.mapping import MAP_FIELDS, SIGNAL_SCHEMAS, InputSpec, SourceMapping, bronze_mapping, target_fields
+from meltrca.ingest.mapping import (
+    MAP_FIELDS,
+    SIGNAL_SCHEMAS,
+    InputSpec,
+    SourceMapping,
+    SystemSource,
+    bronze_mapping,
+    target_fields,
+)
 from meltrca.ingest.otlp import read_otlp
 from meltrca.ingest.readers import RawFrame, read_csv, read_jsonl
 from meltrca.ingest.records import bronze_records, map_records
@@ -68,10 +76,13 @@ class SignalCounts:
     reasons: dict[str, int] = field(default_factory=dict)
     # system -> (first, last) time of the accepted rows read from the mapping's reference files
     reference_spans: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    # system (None: records whose system is missing) -> its own reconciliation
+    per_system: dict[str | None, SignalCounts] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
-        return self.rows_in == self.accepted + self.quarantined + self.deduplicated + self.outside_window
+        total = self.rows_in == self.accepted + self.quarantined + self.deduplicated + self.outside_window
+        return total and all(c.reconciles for c in self.per_system.values())
 
     def as_counts(self) -> dict[str, int]:
         out = {
@@ -103,6 +114,12 @@ class IngestReport:
                 line += f" {c.outside_window:>15,}"
             line += "  ok" if c.reconciles else "  MISMATCH"
             lines.append(line)
+            if len(c.per_system) > 1:  # many systems in one ingest: each reconciles on its own
+                for name, p in sorted(c.per_system.items(), key=lambda kv: (kv[0] is None, kv[0] or "")):
+                    line = (f"  {name or '(no system)'}: in {p.rows_in:,} = accepted {p.accepted:,} + quarantined "
+                            f"{p.quarantined:,} + deduplicated {p.deduplicated:,}")
+                    line += (f" + outside window {p.outside_window:,}" if p.outside_window else "")
+                    lines.append(line + ("" if p.reconciles else "  MISMATCH"))
         for c in self.signals.values():
             for reason, n in sorted(c.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
                 lines.append(f"  quarantined {c.signal}: {reason} x {n:,}")
@@ -113,7 +130,8 @@ class IngestReport:
 
 
 def checked_rows(
-    spark: SparkSession, spec: InputSpec, root: str, system: str | None, params: ValidationParams
+    spark: SparkSession, spec: InputSpec, root: str, system: str | None, params: ValidationParams,
+    system_from: SystemSource | None = None,
 ) -> tuple[DataFrame, list[str]] | None:
     """One input's rows with ``_reason``, and its source labels; None when no file matches."""
     corrupt: dict[str, str] = {}  # text files that do not read to their end: quarantined whole
@@ -137,7 +155,7 @@ def checked_rows(
         readable = [f for f in files if f not in corrupt]
         if not readable:
             return _whole_files(spark, spec.signal, system, corrupt), sources
-        mapped = map_records(READERS[spec.format](spark, spec, readable), spec, system or "")
+        mapped = map_records(READERS[spec.format](spark, spec, readable), spec, system or "", system_from)
     checked = with_reason(mapped, signal=spec.signal, params=params)
     if corrupt:
         checked = checked.unionByName(_whole_files(spark, spec.signal, system, corrupt), allowMissingColumns=True)
@@ -264,12 +282,24 @@ def ingest_signal(
         if extents:
             obs = Observation(f"ingest-{signal}")
             deduped = deduplicate(rows.where(good).select(*bronze_cols), keys=DEDUP_KEYS[signal])
-            deduped = deduped.observe(obs, F.count(F.lit(1)).alias("rows"))
+            deduped = deduped.observe(obs, F.count(F.lit(1)).alias("rows"),
+                                      *[F.count_if(F.col("system") == name).alias(f"system_{i}")
+                                        for i, name in enumerate(systems)])
             predicate = " OR ".join(f"({window_predicate(spec, [name], w)})" for name, w in extents.items())
             lake.replace_where(signal, deduped, predicate)
-            counts.accepted = int(obs.get.get("rows") or 0)
+            observed = obs.get
+            counts.accepted = int(observed.get("rows") or 0)
             counts.deduplicated = sum(r["valid"] for r in per_system) - counts.accepted
-            log.debug("%s: wrote %s at %.1fs", signal, predicate, time.perf_counter() - t0)
+            accepted_by = {name: int(observed.get(f"system_{i}") or 0) for i, name in enumerate(systems)}
+        else:
+            accepted_by = {}
+        counts.per_system = {
+            r["system"]: SignalCounts(
+                signal, rows_in=r["rows_in"], accepted=accepted_by.get(r["system"], 0), quarantined=r["quarantined"],
+                deduplicated=r["valid"] - accepted_by.get(r["system"], 0), outside_window=r["outside"])
+            for r in per_system
+        }
+        log.debug("%s: written at %.1fs", signal, time.perf_counter() - t0)
         quarantine = rows.where(~accepted_now).select(
             F.col("system"),
             F.col("_source").alias("source"),
@@ -327,7 +357,8 @@ def run_ingest(ctx: JobContext, mapping: SourceMapping, *, root: str | None = No
     if "://" not in base:
         base = os.path.abspath(base)
     is_bronze = all(i.format == "bronze" for i in mapping.inputs)
-    name = system or mapping.system or (None if is_bronze else ctx.settings.system)
+    per_record = mapping.system_from if system is None else None  # --system names one system for all
+    name = system or mapping.system or (None if is_bronze or per_record else ctx.settings.system)
     ingested_at = utcnow()
     signals: dict[str, SignalCounts] = {}
     reference_files = set(resolve_inputs(spark, base, mapping.reference.files, "reference", must_match=False)
@@ -336,7 +367,7 @@ def run_ingest(ctx: JobContext, mapping: SourceMapping, *, root: str | None = No
         parts = []
         for spec in mapping.inputs_for(signal):
             params = ValidationParams.from_settings(ctx.settings.ingest, dict(spec.validate))
-            found = checked_rows(spark, spec, base, name, params)
+            found = checked_rows(spark, spec, base, name, params, per_record)
             if found is not None:
                 parts.append(found)
         if not parts:
@@ -347,7 +378,8 @@ def run_ingest(ctx: JobContext, mapping: SourceMapping, *, root: str | None = No
         sources = [s for _, srcs in parts for s in srcs]
         with ctx.stage(f"ingest {signal}") as info:
             counts = ingest_signal(
-                ctx, signal, checked, sources, source_system=None if is_bronze else name, ingested_at=ingested_at,
+                ctx, signal, checked, sources, source_system=None if is_bronze or per_record else name,
+                ingested_at=ingested_at,
                 reference_sources=[f"{signal}:{f}" for f in sorted(reference_files)],
             )
             info["rows"] = counts.accepted

@@ -12,7 +12,15 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from meltrca.ingest.fields import FieldSpec, compile_texts
-from meltrca.ingest.mapping import MAP_FIELDS, NUMBER_FIELDS, SIGNAL_SCHEMAS, TIME_FIELDS, InputSpec, target_fields
+from meltrca.ingest.mapping import (
+    MAP_FIELDS,
+    NUMBER_FIELDS,
+    SIGNAL_SCHEMAS,
+    TIME_FIELDS,
+    InputSpec,
+    SystemSource,
+    target_fields,
+)
 from meltrca.ingest.readers import RawFrame
 
 HELPERS = ("_source", "_record", "_error", "_series")
@@ -22,11 +30,12 @@ def raw_name(field: str) -> str:
     return f"_raw_{field}"
 
 
-def map_records(raw: RawFrame, spec: InputSpec, system: str) -> DataFrame:
+def map_records(raw: RawFrame, spec: InputSpec, system: str, system_from: SystemSource | None = None) -> DataFrame:
     """Typed bronze fields (+ ``_raw_*`` texts) for every record of one input.
 
     Built in layers (texts, then types, then derived span times) so that no expression is
-    copied into another: each value is parsed once per row.
+    copied into another: each value is parsed once per row. `system_from`: each record's system
+    from a field or its file's path instead of the one `system` (empty = missing: quarantined).
     """
     signal = spec.signal
     specs: dict[str, object] = {**raw.default_fields, **spec.fields}
@@ -52,6 +61,8 @@ def map_records(raw: RawFrame, spec: InputSpec, system: str) -> DataFrame:
             text_specs[raw_name(name)] = spec_
         else:
             direct[raw_name(name)] = F.lit(None).cast("string")
+    if system_from is not None and system_from.field is not None:
+        text_specs["_raw_system"] = system_from.field
     texts = compile_texts(raw.df, text_specs, raw.resolve)
     if direct:
         texts = texts.withColumns(direct)
@@ -75,8 +86,14 @@ def map_records(raw: RawFrame, spec: InputSpec, system: str) -> DataFrame:
         else:
             typed[name] = text
     raw_cols = [raw_name(n) for n in target_fields(signal) if n not in MAP_FIELDS]
+    if system_from is None:
+        system_col = F.lit(system)
+    elif system_from.field is not None:
+        system_col = F.nullif(F.col("_raw_system"), F.lit(""))
+    else:
+        system_col = F.nullif(F.regexp_extract(F.col("_source"), system_from.path_regex or "", 1), F.lit(""))
     df = texts.select(
-        F.lit(system).alias("system"),
+        system_col.alias("system"),
         *[typed[n].alias(n) for n in target_fields(signal)],
         *raw_cols,
         "_source",

@@ -65,6 +65,20 @@ def test_best_match_and_ranks(case):
     assert acc == {"ac@1": 0.25, "ac@2": 0.25, "ac@3": 0.5, "ac@4": 0.5, "ac@5": 0.5, "avg@5": 0.4, "n": 4}
 
 
+def test_case_level_ranks_every_service_of_every_overlapping_incident(case):
+    """f2 overlaps i2 (cache 3rd, score 0.8) and i3 (cache 1st, score 1.0): cache is first for the
+    case; f4's only incident names api and front, not queue; f3 has none."""
+    faults, incidents = case
+    tol = timedelta(minutes=2)
+    assert [ev.case_ranking(f, incidents, tol) for f in faults] == [
+        ("db", "api"), ("cache", "front", "api"), (), ("api", "front")]
+    res = ev.evaluate(faults, incidents, [], {"a": (T0, T0 + timedelta(hours=6))}, tolerance=tol,
+                      window=timedelta(minutes=1))
+    assert res["root_cause"]["case_level"] == {"ac@1": 0.5, "ac@2": 0.5, "ac@3": 0.5, "ac@4": 0.5, "ac@5": 0.5,
+                                               "avg@5": 0.5, "n": 4}
+    assert f"{'AC@1 (case level)':<28}{0.5:>10.3f}" in ev.format_table(res).splitlines()
+
+
 def test_point_level_confusion():
     faults = ev.parse_faults([fault("f1", "a", "db", 0, 3)])  # windows 0,1,2
     anomalies = [

@@ -106,7 +106,7 @@ def test_page_renders_incidents_plots_and_graphs_without_any_request(visit, tmp_
     ev = page.locator("#evaluation-detection")
     assert ev.is_visible()
     assert ev.locator("tbody tr").first.locator("td").all_inner_texts()[:4] == ["event level", "0.667", "0.667", "0.667"]
-    assert page.locator("#evaluation-root-cause tbody tr").count() == 2
+    assert page.locator("#evaluation-root-cause tbody tr").count() == 3  # all, detected, case level
 
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)

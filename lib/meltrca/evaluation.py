@@ -11,6 +11,10 @@ Definitions
   longest overlap (ties: earliest start). AC@k = share of faults whose root-cause service is in the
   incident's top k; Avg@5 = mean of AC@1..AC@5. Reported over all faults (missed = wrong) and over
   detected faults.
+- Case level (per fault over every incident): where one fault may surface as several incidents
+  (metrics-only systems, services a graph does not join), every service named by any incident
+  that overlaps the fault's window, ranked by its best score there (ties: better rank, then
+  name); AC@k and Avg@5 of that ranking, all faults counted.
 - Metadata: share of documents that validate against the SPEC §5 JSON Schema.
 """
 
@@ -49,6 +53,7 @@ class Incident:
     start: datetime
     end: datetime
     ranking: tuple[str, ...]  # root-cause services, best first
+    scores: tuple[float, ...] = ()  # their scores, same order
 
 
 def _ts(value: Any) -> datetime:
@@ -91,6 +96,7 @@ def parse_incidents(docs: Iterable[Mapping[str, Any]]) -> list[Incident]:
                 start=_ts(d["start"]),
                 end=_ts(d.get("end") or d["start"]),
                 ranking=tuple(str(c["service"]) for c in causes),
+                scores=tuple(float(c.get("score") or 0.0) for c in causes),
             )
         )
     return out
@@ -114,6 +120,20 @@ def match_incidents(
         if cands:
             best[f.fault_id] = max(cands, key=lambda i: (_overlap(i.start, i.end, f.start, f.end), -i.start.timestamp()))
     return best, matched
+
+
+def case_ranking(fault: Fault, incidents: Sequence[Incident], tolerance: timedelta) -> tuple[str, ...]:
+    """Every service named by an incident overlapping the fault (module doc: case level), best first."""
+    f0, f1 = fault.start - tolerance, fault.end + tolerance
+    best: dict[str, tuple[float, int]] = {}
+    for i in incidents:
+        if i.system != fault.system or _overlap(i.start, i.end, f0, f1) < 0:
+            continue
+        for rank, service in enumerate(i.ranking):
+            score = i.scores[rank] if rank < len(i.scores) else 0.0
+            if service not in best or (-score, rank) < (-best[service][0], best[service][1]):
+                best[service] = (score, rank)
+    return tuple(sorted(best, key=lambda s: (-best[s][0], best[s][1], s)))
 
 
 def _prf(tp: float, n_pred: float, n_true: float) -> dict[str, float]:
@@ -235,6 +255,9 @@ def evaluate(
     best, _ = match_incidents(faults, incidents, tolerance)
     ranks = {f.fault_id: rank_of(f, best.get(f.fault_id)) for f in faults}
     detected = [f for f in faults if f.fault_id in best]
+    cases = {f.fault_id: case_ranking(f, incidents, tolerance) for f in faults}
+    case_ranks = [cases[f.fault_id].index(f.root_cause_service) + 1 if f.root_cause_service in cases[f.fault_id]
+                  else None for f in faults]
     per_type: dict[str, Any] = {}
     for ftype in sorted({f.fault_type for f in faults}):
         fs = [f for f in faults if f.fault_type == ftype]
@@ -249,6 +272,7 @@ def evaluate(
         "root_cause": {
             "all_faults": root_cause_accuracy([ranks[f.fault_id] for f in faults]),
             "detected_faults": root_cause_accuracy([ranks[f.fault_id] for f in detected]),
+            "case_level": root_cause_accuracy(case_ranks),
         },
         "per_fault_type": per_type,
         "per_signal": per_signal_recall(faults, anomalies, tolerance),
@@ -290,6 +314,9 @@ def format_table(result: Mapping[str, Any]) -> str:
         lines.append(f"{k.upper() + ' (all faults)':<28}{rc_all[k]:>10.3f}")
     for k in ("ac@1", "ac@3", "avg@5"):
         lines.append(f"{k.upper() + ' (detected)':<28}{rc_det[k]:>10.3f}")
+    if "case_level" in result["root_cause"]:
+        for k in ("ac@1", "ac@3", "avg@5"):
+            lines.append(f"{k.upper() + ' (case level)':<28}{result['root_cause']['case_level'][k]:>10.3f}")
     meta = result.get("metadata", {})
     if meta.get("documents"):
         lines.append(f"{'metadata valid':<28}{meta['share_valid']:>10.3f}")

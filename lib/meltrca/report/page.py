@@ -254,7 +254,8 @@ def _evaluation(ev: Mapping[str, Any]) -> str:
     out.append(_table(
         "evaluation-root-cause", [("root cause", False), *((k.upper(), True) for k in keys), ("n", True)],
         ([label, *_nums(rc.get(part) or {}, keys), _get(rc.get(part) or {}, "n")]
-         for part, label in (("all_faults", "all faults"), ("detected_faults", "detected faults"))),
+         for part, label in (("all_faults", "all faults"), ("detected_faults", "detected faults"),
+                             ("case_level", "case level (every overlapping incident)")) if part in rc),
     ))
     if ev.get("per_fault_type"):
         out.append(_table(

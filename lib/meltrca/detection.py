@@ -321,7 +321,8 @@ def peer_deviations(features: DataFrame, *, min_z: float, judged: Column | None 
     ratio = F.col("feature").endswith("error_ratio")
     denominator = (F.when(F.col("feature") != "error_ratio", F.regexp_replace("feature", "error_ratio$", "call_count"))
                    .when(F.col("component") == "log", F.lit("log_count")).otherwise(F.lit("request_count")))
-    totals = features.where(F.col("component").isin(*PEER_COMPONENTS)).select(
+    totals = features.where(F.col("component").isin(*PEER_COMPONENTS) & (
+        F.col("feature").isin("log_count", "request_count") | F.col("feature").endswith(":call_count"))).select(
         "system", "service", "component", "window_start", F.col("feature").alias("_denominator"),
         F.col("value").alias("_n"))
     f = (

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = {f"generate.{k}": getattr(args, k)
+    out = {f"generate.{k}": getattr(args, k, None)
            for k in ("services", "duration", "interval", "faults", "seed", "systems", "format", "signals")}
     if args.start:
         out["generate.start"] = args.start  # --start sets the first timestamp of the timeline

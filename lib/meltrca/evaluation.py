@@ -158,11 +158,14 @@ def event_level(faults: Sequence[Fault], incidents: Sequence[Incident], toleranc
     }
 
 
+def rank_in(ranking: Sequence[str], service: str) -> int | None:
+    """1-based rank of a service in a ranking, None when absent."""
+    return ranking.index(service) + 1 if service in ranking else None
+
+
 def rank_of(fault: Fault, incident: Incident | None) -> int | None:
     """1-based rank of the true root cause in the incident's ranking, None when absent/undetected."""
-    if incident is None or fault.root_cause_service not in incident.ranking:
-        return None
-    return incident.ranking.index(fault.root_cause_service) + 1
+    return None if incident is None else rank_in(incident.ranking, fault.root_cause_service)
 
 
 def root_cause_accuracy(ranks: Sequence[int | None]) -> dict[str, float]:
@@ -255,9 +258,7 @@ def evaluate(
     best, _ = match_incidents(faults, incidents, tolerance)
     ranks = {f.fault_id: rank_of(f, best.get(f.fault_id)) for f in faults}
     detected = [f for f in faults if f.fault_id in best]
-    cases = {f.fault_id: case_ranking(f, incidents, tolerance) for f in faults}
-    case_ranks = [cases[f.fault_id].index(f.root_cause_service) + 1 if f.root_cause_service in cases[f.fault_id]
-                  else None for f in faults]
+    case_ranks = [rank_in(case_ranking(f, incidents, tolerance), f.root_cause_service) for f in faults]
     per_type: dict[str, Any] = {}
     for ftype in sorted({f.fault_type for f in faults}):
         fs = [f for f in faults if f.fault_type == ftype]

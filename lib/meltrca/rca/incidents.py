@@ -1,6 +1,6 @@
 """Incidents: link troubled (service, window) nodes close in time on the same or neighbouring
-services (any services of a system without a call graph), take connected components (lib/meltrca/graph.py), then rank each incident's root
-causes per system."""
+services (any services of a system without a call graph), take connected components
+(lib/meltrca/graph.py), then rank each incident's root causes per system."""
 
 from __future__ import annotations
 

@@ -71,6 +71,11 @@ def admitted_peer_rows(peer: pd.DataFrame, detected: pd.DataFrame) -> pd.DataFra
     return peer[keep & ~peer["anomaly_id"].isin(set(detected["anomaly_id"]))].drop(columns="sparse")
 
 
+def overlapping(rows: pd.DataFrame, span: TimeWindow) -> pd.DataFrame:
+    """The rows whose window overlaps `span` (peer_rows' rule, in pandas)."""
+    return rows[(rows["window_end"] > pd.Timestamp(span.start)) & (rows["window_start"] <= pd.Timestamp(span.end))]
+
+
 @dataclass(frozen=True)
 class Alert:
     """When the alert fired and how far around it to look."""
@@ -94,7 +99,7 @@ def rank_alert(anomalies: pd.DataFrame, reach: set[tuple[str, str]], params: Ran
     span = alert.span
     is_change = anomalies["component"] == "event"
     signals = anomalies[~is_change]
-    inside = signals[(signals["window_end"] > pd.Timestamp(span.start)) & (signals["window_start"] <= pd.Timestamp(span.end))]
+    inside = overlapping(signals, span)
     ranker = IncidentRanker(params, {(s, d) for s, d in reach if s != d})
     return ranker.incident(system, inside.to_dict("records"), anomalies[is_change].to_dict("records"), run_id, alerted=True)
 
@@ -131,8 +136,7 @@ def alert_incidents(lake: Lake, params: RankingParams, run_id: str, *, alert: Al
     ).toPandas()
     peer = peer_rows(lake.read("features", systems=systems or None), span, min_z=min_z,
                      reference=in_reference(references or {}))
-    inside = rows[(rows["window_end"] > pd.Timestamp(span.start)) & (rows["window_start"] <= pd.Timestamp(span.end))]
-    peer = admitted_peer_rows(peer, inside)
+    peer = admitted_peer_rows(peer, overlapping(rows, span))
     rows = pd.concat([rows, peer], ignore_index=True) if not peer.empty else rows
     found = sorted(rows.loc[rows["component"] != "event", "system"].unique()) if not rows.empty else []
     if not found:

@@ -76,6 +76,7 @@ def test_case_level_ranks_every_service_of_every_overlapping_incident(case):
                       window=timedelta(minutes=1))
     assert res["root_cause"]["case_level"] == {"ac@1": 0.5, "ac@2": 0.5, "ac@3": 0.5, "ac@4": 0.5, "ac@5": 0.5,
                                                "avg@5": 0.5, "n": 4}
+    assert [(f["rank"], f["case_rank"]) for f in res["faults"]] == [(1, 1), (3, 1), (None, None), (None, None)]
     assert f"{'AC@1 (case level)':<28}{0.5:>10.3f}" in ev.format_table(res).splitlines()
 
 

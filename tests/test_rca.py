@@ -53,10 +53,10 @@ def reach_pdf(edges=EDGES) -> pd.DataFrame:
     return pd.DataFrame(sorted(pairs), columns=["src", "dst"])
 
 
-def rank(rows, settings, key="k1", without=None):
+def rank(rows, settings, key="k1", without=None, edges=EDGES):
     pdf = pd.DataFrame(rows)
     pdf["incident_key"] = [None if r["component"] == "event" else key for r in rows]
-    return rank_system_incidents(pdf, reach_pdf(), params(settings, without), "run-1")
+    return rank_system_incidents(pdf, reach_pdf(edges), params(settings, without), "run-1")
 
 
 def test_callee_fault_with_louder_caller_symptoms_ranks_callee_first(settings):
@@ -107,13 +107,21 @@ def test_single_weak_blip_is_not_an_incident(settings):
 
 def test_one_service_one_signal_kind_needs_to_last(settings):
     """A pod's metric blip of a few minutes is not an incident; the same trouble lasting
-    rca.corroboration_minutes (10), or also seen in its logs, or after a deploy on it, is."""
+    rca.corroboration_minutes (10), or also seen in its logs, or after a deploy on it, is. Without
+    a call graph (metrics only), another kind of its metrics (memory besides cpu: not the same cpu's
+    mean and max) corroborates too."""
     blip = [anomaly("auth", f, m, 0.999) for f in ("cpu_usage_mean", "cpu_usage_max") for m in range(3)]
     assert rank(blip, settings).empty
     lasting = [anomaly("auth", "cpu_usage_mean", m, 0.999) for m in range(10)]
     assert rank(lasting, settings).iloc[0]["root_causes"][0]["service"] == "auth"
     logged = [*blip, anomaly("auth", "ERROR_count", 1, 0.99, component="log")]
     assert rank(logged, settings).iloc[0]["root_causes"][0]["service"] == "auth"
+    other_kind = [*blip, anomaly("auth", "memory_usage_max", 2, 0.999)]
+    assert rank(other_kind, settings).empty  # a call graph exists
+    assert rank(other_kind, settings, edges=[]).iloc[0]["root_causes"][0]["service"] == "auth"
+    assert rank(blip, settings, edges=[]).empty
+    unknown_kind = [*blip, anomaly("auth", "queue_depth", 2, 0.999)]  # matches no rca.indicator_kinds
+    assert rank(unknown_kind, settings, edges=[]).empty
     deployed = [*blip, anomaly("auth", "deploy_count", -2, 1.0, component="event")]
     assert rank(deployed, settings).iloc[0]["root_causes"][0]["service"] == "auth"
 
@@ -324,3 +332,24 @@ def test_callers_waiting_on_a_slow_network_name_it(settings):
         "seen only through its callers' calls to it")
     (inc,) = rank(rows, settings, without="waited_on").to_dict("records")
     assert inc["root_causes"][0]["service"] == "db"
+
+
+def test_without_a_call_graph_the_larger_deviation_names_the_root(settings):
+    """Metrics only (no call graph), a slow network on gift: gift's latency leaves its normal range
+    by 10 range widths, front's (which calls it, unseen) by 5, and front's thread count creeps just
+    out of its range (an intrinsic kind). Without the deviation term front wins on that; with it,
+    gift. With a call graph (front calls gift) the term is 0 and the graph terms name gift."""
+    def row(service, feature, minute, value, low, high):
+        return {**anomaly(service, feature, minute, 0.999, value=value), "expected_low": low, "expected_high": high}
+
+    rows = [
+        *[row("gift", "latency_p50_ms_mean", m, 191.9, 30.4, 44.5) for m in range(12)],
+        *[row("front", "latency_p50_ms_mean", m, 140.5, 42.0, 58.4) for m in range(12)],
+        *[row("front", "thread_count_mean", m, 34.5, 27.9, 33.3) for m in range(2, 8)],
+    ]
+    (inc,) = rank(rows, settings, edges=[]).to_dict("records")
+    assert [c["service"] for c in inc["root_causes"]] == ["gift", "front"]
+    (inc,) = rank(rows, settings, edges=[], without="deviation").to_dict("records")
+    assert [c["service"] for c in inc["root_causes"]] == ["front", "gift"]
+    assert rank_system_incidents(pd.DataFrame([{**r, "incident_key": "k1"} for r in rows]), reach_pdf([("front", "gift")]),
+                                 params(settings), "run-1").iloc[0]["root_causes"][0]["service"] == "gift"

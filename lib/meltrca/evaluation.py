@@ -288,9 +288,10 @@ def evaluate(
                 "detected": f.fault_id in best,
                 "incident_id": best[f.fault_id].incident_id if f.fault_id in best else None,
                 "rank": ranks[f.fault_id],
+                "case_rank": case_ranks[i],
                 "top3": list(best[f.fault_id].ranking[:3]) if f.fault_id in best else [],
             }
-            for f in faults
+            for i, f in enumerate(faults)
         ],
     }
 

@@ -1,7 +1,7 @@
 """Root-cause ranking of one system's incidents (pure pandas; Spark calls it per system).
 
 Each candidate service of an incident (a service with anomalies, or a callee whose callers'
-edge stats are anomalous) gets eight evidence terms in [0, 1], combined with ``rca.weights``:
+edge stats are anomalous) gets nine evidence terms in [0, 1], combined with ``rca.weights``:
 
 - explains:   share of the incident's other anomalous services that call it, directly or
               transitively (a callee's failure explains its callers' symptoms, not the reverse);
@@ -32,13 +32,29 @@ edge stats are anomalous) gets eight evidence terms in [0, 1], combined with ``r
               A delay on a service's network (or a proxy, a connection queue in front of it) never
               shows in its own spans, and every anomaly score saturates near 1: callers waiting
               2 s longer on it and 20 ms longer on a busy hub score alike; the excess does not.
+- deviation:  how far its most deviant series went, in its own normal range's widths: the largest
+              |value - middle of the expected range| / (expected_high - expected_low) among its own
+              rows (its callers' edge stats about it when it has none), relative
+              to the incident's largest. A robust z-score against each series' own reference (the
+              range is the detector's baseline median +- min_z robust sigmas), so it compares a
+              cpu in percent with a latency in ms; unlike the anomaly score it does not saturate.
+              It counts only in a system without a call graph (metrics only), where it is what
+              tells the root from the services that feel it: a cpu hog or a slow network moves its
+              own series by many of their widths, its callers' latency by a few (BARO, Pham et al.
+              FSE 2024, ranks by this alone). With a graph it is 0: callers' error ratios that jump
+              from 0 move by hundreds of widths, and on Train Ticket 2023-01-30 it named callers
+              (AC@1 0.647 -> 0.118); the graph terms tell root from symptom there.
 
 Score = weighted mean of the terms. Ties break on onset, then name.
 
 Admission: an incident needs ``rca.min_anomalies`` anomalies (or one at ``rca.min_peak_score``)
 and corroboration: two or more services, two or more signal kinds (metric, log, trace), a change
 event, or trouble lasting ``rca.corroboration_minutes`` (one pod's metric blip is not an
-incident). It is dropped as a *load surge* when traffic rose on at least ``rca.surge_service_share`` of its
+incident). In a system without a call graph (metrics only, so one signal kind), two or more
+indicator kinds also corroborate (memory and errors; not one series' mean and max): a service
+whose memory fills until its requests fail is an incident however short. With a graph they do
+not: on Train Ticket the metric kinds of a pod move together often enough to triple the false
+incidents of a day. It is dropped as a *load surge* when traffic rose on at least ``rca.surge_service_share`` of its
 services, strictly before any other kind of anomaly, no change event preceded it and at most
 ``rca.surge_max_error_share`` of its anomalies are errors or new error patterns: everything got
 busier first and nothing broke.
@@ -61,9 +77,18 @@ from meltrca.indicators import PATTERN_PREFIX, IndicatorKinds, parse_edge_featur
 
 SEVERITIES = ("low", "medium", "high", "critical")
 STRONG_CHANGES = ("deploy", "config_change")
-TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength", "code_path", "waited_on")
+TERMS = ("explains", "deepest", "precedence", "intrinsic", "change", "strength", "code_path", "waited_on",
+         "deviation")
 ERROR_KINDS = ("errors", "log_errors", "log_pattern")
 PERCENTILE = re.compile(r"_p(\d+)(?:_|$)")  # latency_p95_ms -> 95
+
+
+def range_deviation(row: Mapping[str, Any]) -> float:
+    """|value - middle of the expected range| / its width (0 when either is missing or the width is 0)."""
+    v, lo, hi = row.get("value"), row.get("expected_low"), row.get("expected_high")
+    if v is None or lo is None or hi is None or not all(math.isfinite(x) for x in (v, lo, hi)) or hi <= lo:
+        return 0.0
+    return abs(v - (lo + hi) / 2) / (hi - lo)
 
 
 def _above(row: Mapping[str, Any]) -> bool:
@@ -159,9 +184,11 @@ class IncidentRanker:
         return len(rows) >= self.p.min_anomalies or max(r["ensemble_score"] for r in rows) >= self.p.min_peak_score
 
     def corroborated(self, rows: Sequence[Mapping[str, Any]], changes: Sequence[Mapping[str, Any]]) -> bool:
-        """More than one service, more than one signal kind, a change, or lasting trouble."""
+        """More than one service, signal kind or indicator kind, a change, or lasting trouble."""
         if changes or len({r["service"] for r in rows}) >= 2 or len({r["component"] for r in rows}) >= 2:
             return True
+        if not self.reach and len({self.kinds.kind(r["component"], r["feature"]) for r in rows} - {"other"}) >= 2:
+            return True  # metrics only: other kinds of its metrics are the other evidence there is
         start = min(r["window_start"] for r in rows)
         end = max(r["window_end"] for r in rows)
         return (end - start).total_seconds() >= self.p.corroboration_s
@@ -221,6 +248,12 @@ class IncidentRanker:
                 best = (v - hi, r)
         return best
 
+    @staticmethod
+    def deviation_size(c: Candidate) -> float:
+        """Largest range_deviation of its own rows, or of its callers' edge rows about it when it has
+        none (a service that is down emits nothing: its callers' calls to it are its measurement)."""
+        return max((range_deviation(r) for r in c.evidence_rows), default=0.0)
+
     def score(self, cands: list[Candidate], start: datetime, n_windows: int) -> None:
         w = self.p.weights
         anomalous = {c.service: c for c in cands if c.own}
@@ -228,6 +261,8 @@ class IncidentRanker:
         top_surprise = max(surprise.values(), default=0.0)
         waits = {c.service: self.wait_excess(c)[0] for c in cands}
         top_wait = max(waits.values(), default=0.0)
+        deviations = {c.service: self.deviation_size(c) if not self.reach else 0.0 for c in cands}
+        top_deviation = max(deviations.values(), default=0.0)
         for c in cands:
             others = [s for s in anomalous if s != c.service]
             callers = [s for s in others if (s, c.service) in self.reach]
@@ -254,6 +289,7 @@ class IncidentRanker:
                 "strength": (sum(scores[:3]) / min(3, len(scores)) if scores else 0.0) * math.sqrt(coverage),
                 "code_path": surprise[c.service] / top_surprise if top_surprise > 0 else 0.0,
                 "waited_on": waits[c.service] / top_wait if top_wait > 0 else 0.0,
+                "deviation": deviations[c.service] / top_deviation if top_deviation > 0 else 0.0,
             }
             total_w = sum(w.get(t, 0.0) for t in TERMS) or 1.0
             c.score = sum(w.get(t, 0.0) * c.terms[t] for t in TERMS) / total_w

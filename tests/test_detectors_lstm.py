@@ -93,11 +93,16 @@ def test_lstm_flags_a_slow_drift_once_it_leaves_the_normal_range():
 
 
 def test_a_series_gets_the_same_model_whatever_the_worker_fitted_before(shifted):
-    """Executors fit many services in one process: a fit depends only on its data and series seed."""
+    """Executors fit many services in one process: a fit depends only on its data and series seed,
+    although models of the same shape share one compiled trainer (and its traced train step)."""
     first = LSTMAutoencoder(**FAST, seed=3).fit(shifted.iloc[:NB]).decision_function(shifted)
     LSTMAutoencoder(**FAST, seed=4).fit(seasonal(25, days=1))  # another service in the same worker
+    # same features, other lengths: the trainer sees new batch and held-out shapes, and trains on
+    other = LSTMAutoencoder(**FAST, seed=5).fit(shifted.iloc[NB // 3 : NB])
+    LSTMAutoencoder(**FAST, seed=6).fit(shifted.iloc[: NB // 5])
     again = LSTMAutoencoder(**FAST, seed=3).fit(shifted.iloc[:NB]).decision_function(shifted)
     np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(other.decision_function(shifted), first)  # its own model, not the last one trained
 
 
 def test_short_series_scores_without_a_full_sequence():

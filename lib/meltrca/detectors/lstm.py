@@ -5,7 +5,16 @@ reproduce them through a small bottleneck. Trained on the (clean) baseline only,
 the service's features move together over time; a window it cannot reconstruct breaks that
 pattern. A window's score is the error on the last step of the sequence ending at it (the first
 windows use the first sequence). Training: Adam, MSE, early stopping on a held-out tail of the
-baseline; inference is one batched ``predict`` per service.
+baseline (the best epoch's weights are kept); inference is batched forward passes.
+
+Training runs its own epoch loop of ``train_on_batch`` on a compiled model kept per input shape in
+the process (``_trainer``), not ``Model.fit``: a worker fits hundreds of small service models,
+and fit's per-call and per-epoch machinery (a traced train function per new model, a tf.data
+pipeline and callbacks every epoch) cost more than the training itself: about 2-4x the time
+(issue 19: 650 service models). Each fit starts from the weights a freshly built model gets from
+the series seed and from an optimizer as new, and shuffles with a NumPy generator of that seed,
+so the result does not depend on which models the process trained before. The trained weights
+are copied into that fresh model, which is what scores and is saved.
 
 TensorFlow runs on CPU with ``threads`` intra-op threads (executors share few cores; one thread
 also keeps sums in one order). Every fit reseeds Python, NumPy, TensorFlow and Keras from the
@@ -25,6 +34,9 @@ from meltrca.detectors.base import Detector, model_inputs
 
 _THREADS_SET = False
 PREDICT_CHUNK = 4096  # sequences per forward pass when scoring (bounds the activations held at once)
+# compiled models (with their optimizer's starting state) by (features, sequence length, units)
+_TRAINERS: dict[tuple[int, ...], tuple[Any, list[np.ndarray]]] = {}
+MAX_TRAINERS = 32
 
 
 def keras_module(threads: int = 1) -> Any:
@@ -81,6 +93,22 @@ class LSTMAutoencoder(Detector):
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=5e-3), loss="mse")
         return model
 
+    def _trainer(self, k: int, start: Any) -> Any:
+        """This process's compiled model for k features (built once per shape: its traced train
+        step is reused), set to `start`'s weights with its optimizer as new."""
+        key = (k, self.sequence_length, self.units)
+        if key not in _TRAINERS:
+            if len(_TRAINERS) >= MAX_TRAINERS:
+                _TRAINERS.pop(next(iter(_TRAINERS)))
+            model = self._build(k)
+            model.optimizer.build(model.trainable_variables)  # its slots now, to snapshot their start
+            _TRAINERS[key] = (model, [np.array(v.numpy()) for v in model.optimizer.variables])
+        trainer, optimizer_start = _TRAINERS[key]
+        trainer.set_weights(start.get_weights())
+        for var, value in zip(trainer.optimizer.variables, optimizer_start, strict=True):
+            var.assign(value)  # step 0, empty moments, the configured learning rate
+        return trainer
+
     def _fit_core(self, Z: np.ndarray, clean: np.ndarray) -> np.ndarray:
         keras = keras_module(self.threads)
         keras.utils.set_random_seed(self.seed)
@@ -93,15 +121,31 @@ class LSTMAutoencoder(Detector):
         # Train only on sequences made entirely of clean windows.
         ok = sequences(clean.reshape(-1, 1).astype(np.int8), L).reshape(len(seqs), -1).all(axis=1)
         train = np.ascontiguousarray(seqs[ok] if ok.sum() >= 8 else seqs)
-        val_split = 0.1 if len(train) >= 50 else 0.0
-        stop = keras.callbacks.EarlyStopping(
-            monitor="val_loss" if val_split else "loss", patience=self.patience, restore_best_weights=True
-        )
-        hist = self.model_.fit(
-            train, train, epochs=self.epochs, batch_size=self.batch_size, validation_split=val_split,
-            shuffle=True, callbacks=[stop], verbose=0,
-        )
-        self.history_ = {k: [float(x) for x in v] for k, v in hist.history.items()}
+        held = int(len(train) * 0.1) if len(train) >= 50 else 0  # the tail, as fit's validation_split
+        fit, val = train[: len(train) - held], train[len(train) - held :]
+        trainer = self._trainer(A.shape[1], self.model_)
+        rng = np.random.default_rng(self.seed)
+        history: dict[str, list[float]] = {"loss": [], **({"val_loss": []} if held else {})}
+        best, best_weights, waited = np.inf, trainer.get_weights(), 0
+        for _ in range(self.epochs):
+            order = rng.permutation(len(fit))
+            total = 0.0
+            for i in range(0, len(fit), self.batch_size):
+                batch = fit[order[i : i + self.batch_size]]
+                total += float(np.asarray(trainer.train_on_batch(batch, batch)).reshape(-1)[0]) * len(batch)
+            history["loss"].append(total / len(fit))
+            if held:
+                # test_on_batch: the compiled loss (an eager call of the model costs 5x a training step)
+                history["val_loss"].append(float(np.asarray(trainer.test_on_batch(val, val)).reshape(-1)[0]))
+            monitored = history["val_loss" if held else "loss"][-1]
+            if monitored < best:
+                best, best_weights, waited = monitored, trainer.get_weights(), 0
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        self.model_.set_weights(best_weights)
+        self.history_ = history
         return clean
 
     def _calibration_scores(self, baseline_scores: np.ndarray) -> np.ndarray:

@@ -43,7 +43,8 @@ edge stats are anomalous) gets nine evidence terms in [0, 1], combined with ``rc
               own series by many of their widths, its callers' latency by a few (BARO, Pham et al.
               FSE 2024, ranks by this alone). With a graph it is 0: callers' error ratios that jump
               from 0 move by hundreds of widths, and on Train Ticket 2023-01-30 it named callers
-              (AC@1 0.647 -> 0.118); the graph terms tell root from symptom there.
+              (AC@1 0.647 -> 0.118); the graph terms tell root from symptom there (and the
+              weighted mean leaves its weight out).
 
 Score = weighted mean of the terms. Ties break on onset, then name.
 
@@ -263,6 +264,10 @@ class IncidentRanker:
         top_wait = max(waits.values(), default=0.0)
         deviations = {c.service: self.deviation_size(c) if not self.reach else 0.0 for c in cands}
         top_deviation = max(deviations.values(), default=0.0)
+        # With a call graph the deviation term does not apply: its weight is not in the mean either,
+        # so a graph system's scores read as they did before the term existed.
+        terms = [t for t in TERMS if not (t == "deviation" and self.reach)]
+        total_w = sum(w.get(t, 0.0) for t in terms) or 1.0
         for c in cands:
             others = [s for s in anomalous if s != c.service]
             callers = [s for s in others if (s, c.service) in self.reach]
@@ -291,8 +296,7 @@ class IncidentRanker:
                 "waited_on": waits[c.service] / top_wait if top_wait > 0 else 0.0,
                 "deviation": deviations[c.service] / top_deviation if top_deviation > 0 else 0.0,
             }
-            total_w = sum(w.get(t, 0.0) for t in TERMS) or 1.0
-            c.score = sum(w.get(t, 0.0) * c.terms[t] for t in TERMS) / total_w
+            c.score = sum(w.get(t, 0.0) * c.terms[t] for t in terms) / total_w
         cands.sort(key=lambda c: (-c.score, c.onset, c.service))
 
     def indicator(self, c: Candidate) -> Mapping[str, Any]:

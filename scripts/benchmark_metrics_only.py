@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 BIN = Path(sys.executable).parent
-STAGE_LINE = re.compile(r"^\[meltrca\] (\w+)\s+([\d,]+) rows\s+([\d.]+)s\s*(.*)$")
+STAGE_LINE = re.compile(r"^\[meltrca\] (\w+(?: \w+)?)\s+([\d,]+) rows\s+([\d.]+)s\s*(.*)$")  # "fit", "ingest metrics"
 
 
 # ------------------------------------------------------------------------------ reference ranker

@@ -65,3 +65,17 @@ def test_services_rank_by_their_largest_series_deviation_inside_the_fault(bench)
         {"fault_id": "f3", "system": "shop-1", "root_cause_service": "cache", "start": str(start), "end": str(end)},
     ]
     assert bench.rank_faults(metrics, labels, pd.Timedelta(minutes=10)) == [2, 1, None]
+
+
+def test_the_printed_stage_lines_are_read_back(bench):
+    lines = [
+        "[meltrca] ingest metrics     605,710 rows     11.1s  in 605,710 = accepted 605,710 + quarantined 0",
+        "2026-12-05 18:17:36,277 INFO meltrca.detect: detect fit_score over [-inf, +inf) for shop-1",
+        "[meltrca] fit                 36 rows     51.9s  12 services",
+        "[meltrca] export           4,045 rows      2.4s  /tmp/x",
+    ]
+    assert bench.stage_lines(lines) == {
+        "ingest metrics": {"rows": 605710, "seconds": 11.1, "note": "in 605,710 = accepted 605,710 + quarantined 0"},
+        "fit": {"rows": 36, "seconds": 51.9, "note": "12 services"},
+        "export": {"rows": 4045, "seconds": 2.4, "note": "/tmp/x"},
+    }

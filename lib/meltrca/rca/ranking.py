@@ -179,6 +179,8 @@ class IncidentRanker:
     def __init__(self, params: RankingParams, reach: set[tuple[str, str]]) -> None:
         self.p = params
         self.reach = reach  # (caller, callee) pairs, transitively, caller != callee
+        # No call graph (metrics only): the deviation term and indicator-kind corroboration apply.
+        self.graphless = not reach
         self.kinds = IndicatorKinds.from_config(params.kinds, params.intrinsic_kinds)
 
     def admitted(self, rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -188,7 +190,7 @@ class IncidentRanker:
         """More than one service, signal kind or indicator kind, a change, or lasting trouble."""
         if changes or len({r["service"] for r in rows}) >= 2 or len({r["component"] for r in rows}) >= 2:
             return True
-        if not self.reach and len({self.kinds.kind(r["component"], r["feature"]) for r in rows} - {"other"}) >= 2:
+        if self.graphless and len({self.kinds.kind(r["component"], r["feature"]) for r in rows} - {"other"}) >= 2:
             return True  # metrics only: other kinds of its metrics are the other evidence there is
         start = min(r["window_start"] for r in rows)
         end = max(r["window_end"] for r in rows)
@@ -262,11 +264,11 @@ class IncidentRanker:
         top_surprise = max(surprise.values(), default=0.0)
         waits = {c.service: self.wait_excess(c)[0] for c in cands}
         top_wait = max(waits.values(), default=0.0)
-        deviations = {c.service: self.deviation_size(c) if not self.reach else 0.0 for c in cands}
+        deviations = {c.service: self.deviation_size(c) if self.graphless else 0.0 for c in cands}
         top_deviation = max(deviations.values(), default=0.0)
         # With a call graph the deviation term does not apply: its weight is not in the mean either,
         # so a graph system's scores read as they did before the term existed.
-        terms = [t for t in TERMS if not (t == "deviation" and self.reach)]
+        terms = [t for t in TERMS if self.graphless or t != "deviation"]
         total_w = sum(w.get(t, 0.0) for t in terms) or 1.0
         for c in cands:
             others = [s for s in anomalous if s != c.service]
